@@ -1,0 +1,68 @@
+"""Attention map -> abnormal-beat intervals: the one rule shared by the trainer's scoring and the runtime.
+
+The map is normalised per window (A / max A), thresholded, gaps shorter than `merge_gap` are
+closed and runs shorter than `min_len` are dropped. Each interval's score is its peak normalised
+attention. Pure numpy, no torch, so the runtime can use it as is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class IntervalRule:
+    threshold: float = 0.5  # fraction of the window's peak attention
+    min_len: int = 36  # samples; 100 ms at 360 Hz, shorter than any QRS complex
+    merge_gap: int = 36  # samples; closes dips inside one beat
+    min_peak: float = 1e-6  # a window whose peak attention is below this has no intervals
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"threshold={self.threshold} must lie in (0, 1)")
+        if self.min_len < 1 or self.merge_gap < 0:
+            raise ValueError("min_len must be >= 1 and merge_gap >= 0")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "IntervalRule":
+        return cls(**d)
+
+
+def runs(mask: np.ndarray) -> np.ndarray:
+    """(k, 2) array of [start, end) of the True runs of a 1-D boolean mask."""
+    padded = np.concatenate([[False], np.asarray(mask, bool), [False]])
+    edges = np.flatnonzero(np.diff(padded.astype(np.int8)))
+    return edges.reshape(-1, 2)
+
+
+def attention_to_intervals(a: np.ndarray, rule: IntervalRule = IntervalRule()) -> list[tuple[int, int, float]]:
+    """Intervals [(start, end, score)] (end exclusive, window-relative samples) from one map of shape (T,)."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1)
+    peak = float(a.max(initial=0.0))
+    if not np.isfinite(peak) or peak < rule.min_peak:
+        return []
+    norm = a / peak
+    segs = runs(norm >= rule.threshold)
+    if len(segs) == 0:
+        return []
+    merged = [list(segs[0])]
+    for s, e in segs[1:]:
+        if s - merged[-1][1] <= rule.merge_gap:
+            merged[-1][1] = e
+        else:
+            merged.append([s, e])
+    return [(int(s), int(e), float(norm[s:e].max())) for s, e in merged if e - s >= rule.min_len]
+
+
+def inside_any(positions: np.ndarray, intervals: list[tuple[int, int, float]] | np.ndarray, tol: int = 0) -> np.ndarray:
+    """Boolean per position: does it fall inside some interval widened by `tol` samples each side?"""
+    pos = np.asarray(positions, dtype=np.int64).reshape(-1)
+    out = np.zeros(len(pos), dtype=bool)
+    for s, e, *_ in intervals:
+        out |= (pos >= s - tol) & (pos < e + tol)
+    return out

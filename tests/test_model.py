@@ -1,0 +1,92 @@
+"""The joint model's parts behave as the method describes, for any lead count and length."""
+
+import numpy as np
+import pytest
+import torch
+
+from trainer.model import AttentionPooling, JointModel, JointModelConfig, count_flops
+from trainer.train import TrainConfig, class_weights, predict, train_model
+
+SMALL = dict(seg_widths=(4, 8), cls_widths=(4, 8, 8, 8), mlp_hidden=16)
+
+
+@pytest.mark.parametrize("method", ["classifier_only", "cascaded", "relu_max", "l2"])
+@pytest.mark.parametrize("leads,length", [(1, 2000), (2, 1999), (12, 777)])
+def test_every_method_any_leads_and_length(method, leads, length):
+    cfg = JointModelConfig.for_method(method, in_leads=leads, n_classes=3, **SMALL)
+    logits, a = JointModel(cfg).eval()(torch.randn(3, leads, length))
+    assert logits.shape == (3, 3)
+    assert a.shape == (3, 1, length)
+    assert torch.isfinite(logits).all() and torch.isfinite(a).all()
+
+
+def test_l2_pooling_is_sqrt_of_zero_padded_windowed_sum_of_squares():
+    s = torch.randn(2, 1, 300, dtype=torch.float64)
+    k = 31
+    got = AttentionPooling("l2", k)(s).numpy()[:, 0]
+    sq = np.pad(s.numpy()[:, 0] ** 2, ((0, 0), (k // 2, k // 2)))
+    want = np.sqrt(np.stack([np.convolve(row, np.ones(k), mode="valid") for row in sq]) + 1e-8)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_relu_max_pooling():
+    s = torch.tensor([[[-1.0, 0.0, 3.0, 0.0, -2.0, 0.0, 0.0, 1.0]]])
+    got = AttentionPooling("relu_max", 3)(s)[0, 0].tolist()
+    assert got == [0.0, 3.0, 3.0, 3.0, 0.0, 0.0, 1.0, 1.0]
+
+
+def test_attention_multiplies_the_input():
+    """X = A * D: zeroing the segmenter output zeroes what the classifier sees."""
+    cfg = JointModelConfig.for_method("l2", **SMALL)
+    model = JointModel(cfg).eval()
+    seen = {}
+    model.classifier.register_forward_hook(lambda m, i, o: seen.setdefault("x", i[0]))
+    with torch.no_grad():
+        model.segmenter.head.weight.zero_()
+        model.segmenter.head.bias.zero_()
+        model(torch.randn(2, 2, 500))
+    assert float(seen["x"].abs().max()) < 1e-3
+
+
+def test_paper_size_configuration_is_about_1_2_gflop():
+    flops = count_flops(JointModelConfig.paper_size(), 2000)
+    assert 1.0e9 < flops < 1.5e9
+    assert count_flops(JointModelConfig(), 2000) < flops / 4
+
+
+def test_config_round_trip_and_odd_kernel():
+    cfg = JointModelConfig.for_method("relu_max", pool_kernel=201)
+    assert JointModelConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError):
+        JointModelConfig(pool_kernel=150)
+    with pytest.raises(ValueError):
+        JointModelConfig.for_method("transformer")
+
+
+def test_class_weights_balance_classes():
+    w = class_weights(np.array([0] * 90 + [1] * 10), 2)
+    assert w[1] / w[0] == pytest.approx(9.0)
+
+
+def _toy(n, rng):
+    """Class 1 windows carry one wide bump somewhere; class 0 windows are noise only."""
+    x = rng.normal(0, 0.3, (n, 1, 256)).astype(np.float32)
+    y = rng.integers(0, 2, n)
+    for i in np.flatnonzero(y == 1):
+        c = rng.integers(40, 216)
+        x[i, 0, c - 15 : c + 15] += 3.0
+    return x, y
+
+
+def test_training_learns_and_is_repeatable():
+    rng = np.random.default_rng(0)
+    tr, va = _toy(256, rng), _toy(64, rng)
+    cfg = JointModelConfig.for_method("l2", in_leads=1, pool_kernel=31, **SMALL)
+    tcfg = TrainConfig(epochs=6, batch_size=32, lr=1e-2, patience=6, seed=1, threads=1, progress=False)
+    a = train_model(cfg, tcfg, tr, va)
+    b = train_model(cfg, tcfg, tr, va)
+    probs, maps = predict(a.model, va[0])
+    assert (probs.argmax(1) == va[1]).mean() > 0.9
+    assert maps.shape == (64, 256)
+    for key, value in a.model.state_dict().items():
+        assert torch.equal(value, b.model.state_dict()[key]), key
