@@ -40,7 +40,7 @@ def train(
     tr, te = segment_splits(ds, 5, seed)[test_fold]
     sub_tr, sub_va = _validation_split(ds.y[tr], None, seed)
     mcfg = JointModelConfig.for_method(method, pool_kernel=kernel)
-    tcfg = TrainConfig(epochs=epochs, seed=seed)
+    tcfg = TrainConfig(epochs=epochs, seed=seed, progress=sys.stderr.isatty())
     res = train_model(mcfg, tcfg, (ds.x[tr[sub_tr]], ds.y[tr[sub_tr]]), (ds.x[tr[sub_va]], ds.y[tr[sub_va]]), desc=method)
     probs, maps = predict(res.model, ds.x[te])
     metrics = binary_metrics(ds.y[te], probs[:, 0], positive=0)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from stream_ecg.data import PaperSegments, build_paper_segments
+from stream_ecg.data.segments import CLOSEST_RULE, SegmentRule
 from stream_ecg.data.locate import mitdb_dir
 from stream_ecg.dsp import DspConfig, normalise_window, preprocess
 
@@ -20,17 +21,26 @@ def _key(*parts) -> str:
     return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def paper_dataset(data_dir: Path | None = None, dsp: DspConfig = DspConfig(), length: int = 2000, cache: Path | None = CACHE) -> PaperSegments:
-    """Paper segments from the whole continuous records filtered by the runtime DSP, z-scored per segment."""
+def paper_dataset(
+    data_dir: Path | None = None,
+    dsp: DspConfig = DspConfig(),
+    length: int = 2000,
+    rule: SegmentRule = CLOSEST_RULE,
+    cache: Path | None = CACHE,
+) -> PaperSegments:
+    """Paper segments from the whole continuous records filtered by the runtime DSP, z-scored per segment.
+
+    The rule defaults to the reading closest to the paper's counts (at least one normal beat).
+    """
     root = Path(data_dir) if data_dir is not None else mitdb_dir()
-    path = None if cache is None else cache / f"paper_{_key(str(root.resolve()), dsp.to_dict(), length)}.npz"
+    path = None if cache is None else cache / f"paper_{_key(str(root.resolve()), dsp.to_dict(), length, repr(rule))}.npz"
     if path is not None and path.exists():
         z = np.load(path, allow_pickle=True)
         return PaperSegments(
             x=z["x"], y=z["y"], record=z["record"], start=z["start"], n_beats=z["n_beats"],
             beat_pos=tuple(z["beat_pos"]), beat_sym=tuple(z["beat_sym"]),
         )
-    seg = build_paper_segments(data_dir=root, length=length, transform=lambda sig, fs: preprocess(sig, fs, dsp))
+    seg = build_paper_segments(data_dir=root, length=length, transform=lambda sig, fs: preprocess(sig, fs, dsp), rule=rule)
     seg = replace(seg, x=normalise_window(seg.x, dsp.norm_eps).astype(np.float32))
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,9 @@ class TrainConfig:
     seed: int = 0
     threads: int = 2
     progress: bool = True
+    # Scale-free sparsity prior on the attention map (mean of A / max A per window): still
+    # unsupervised, it asks the segmenter to highlight as little of the window as the class needs.
+    sparsity: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -50,6 +53,11 @@ def class_weights(y: np.ndarray, n_classes: int) -> torch.Tensor:
     counts = np.bincount(y, minlength=n_classes).astype(np.float64)
     w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / n_classes, 0.0)
     return torch.tensor(w / w[w > 0].mean(), dtype=torch.float32)
+
+
+def attention_coverage(a: torch.Tensor) -> torch.Tensor:
+    """Mean of A / max A per window: the share of the window the attention highlights, scale-free."""
+    return (a / a.amax(dim=-1, keepdim=True).clamp_min(1e-6)).mean()
 
 
 @torch.no_grad()
@@ -102,8 +110,10 @@ def train_model(
             xb = x_tr[idx]
             if augment is not None:
                 xb = augment(xb, rng)
-            logits, _ = model(torch.from_numpy(np.ascontiguousarray(xb, dtype=np.float32)))
+            logits, a = model(torch.from_numpy(np.ascontiguousarray(xb, dtype=np.float32)))
             loss = F.nll_loss(F.log_softmax(logits, dim=1), torch.from_numpy(y_tr[idx]), weight=weights)
+            if cfg.sparsity and model.segmenter is not None:
+                loss = loss + cfg.sparsity * attention_coverage(a)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
