@@ -29,6 +29,7 @@ class TrainConfig:
     # Scale-free sparsity prior on the attention map (mean of A / max A per window): still
     # unsupervised, it asks the segmenter to highlight as little of the window as the class needs.
     sparsity: float = 0.0
+    cosine: bool = True  # cosine learning-rate decay over the planned epochs
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -94,6 +95,8 @@ def train_model(
     x_tr, y_tr = train
     model = JointModel(model_cfg)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = cfg.epochs * max(1, -(-len(x_tr) // cfg.batch_size))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps) if cfg.cosine else None
     weights = class_weights(y_tr, model_cfg.n_classes)
     best = (float("inf"), 0, copy.deepcopy(model.state_dict()))
     history: list[dict] = []
@@ -117,6 +120,8 @@ def train_model(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if sched is not None:
+                sched.step()
             total += loss.item() * len(idx)
             seen += len(idx)
             bar.set_postfix(loss=f"{total / max(seen, 1):.4f}")

@@ -1,0 +1,151 @@
+"""The model card: the contract a shipped model carries and the runtime enforces.
+
+`card.json` beside the weights says what the model expects (rate, leads, window, hop, DSP,
+classes, interval rule, thresholds) and which files it is made of (with SHA-256). The runtime
+reads nothing about the model from anywhere else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .dsp import DspConfig
+from .intervals import IntervalRule
+
+CARD_FILE = "card.json"
+DEFAULT_FILE = "DEFAULT"
+
+
+class CardError(ValueError):
+    """A model card that is missing, malformed, or disagrees with the files beside it."""
+
+
+@dataclass(frozen=True)
+class LeadContract:
+    """Which input leads the model needs, and how a stream's lead names are matched to them.
+
+    Each required lead has aliases tried in order (case-insensitive, spaces/dashes ignored). When
+    no alias matches and `fallback` is "first", the stream's first lead is used and the result is
+    flagged "lead_fallback"; with "refuse" the stream is refused.
+    """
+
+    leads: tuple[str, ...]
+    aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    fallback: str = "first"
+
+    def pick(self, names: tuple[str, ...] | list[str]) -> tuple[list[int], bool]:
+        """Indices of the stream's leads that feed the model, and whether a fallback was used."""
+        norm = [_norm(n) for n in names]
+        chosen, used_fallback = [], False
+        for lead in self.leads:
+            idx = next((norm.index(_norm(a)) for a in (lead, *self.aliases.get(lead, ())) if _norm(a) in norm), None)
+            if idx is None:
+                if self.fallback != "first" or not names:
+                    raise CardError(f"stream leads {list(names)} have none of {[lead, *self.aliases.get(lead, ())]}")
+                idx, used_fallback = min(len(chosen), len(names) - 1), True
+            chosen.append(idx)
+        return chosen, used_fallback
+
+
+def _norm(name: str) -> str:
+    return "".join(ch for ch in str(name).upper() if ch.isalnum())
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    name: str
+    version: str
+    fs: float
+    leads: LeadContract
+    window: int
+    hop: int
+    classes: tuple[str, ...]
+    abnormal: tuple[str, ...]  # classes that get intervals and alarms
+    thresholds: dict[str, float]  # per abnormal class: probability that raises it
+    dsp: DspConfig
+    interval_rule: IntervalRule
+    files: dict[str, str]  # file name -> sha256
+    model_config: dict
+    raw: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelCard":
+        try:
+            leads = d["leads"]
+            contract = LeadContract(
+                leads=tuple(leads),
+                aliases={k: tuple(v) for k, v in d.get("lead_aliases", {}).items()},
+                fallback=d.get("lead_fallback", "first"),
+            )
+            card = cls(
+                name=str(d["name"]),
+                version=str(d["version"]),
+                fs=float(d["fs"]),
+                leads=contract,
+                window=int(d["window"]),
+                hop=int(d["hop"]),
+                classes=tuple(d["classes"]),
+                abnormal=tuple(d.get("abnormal", [c for c in d["classes"] if c not in ("N", "normal")])),
+                thresholds={k: float(v) for k, v in d["thresholds"].items()},
+                dsp=DspConfig.from_dict(d["dsp"]),
+                interval_rule=IntervalRule.from_dict(d["interval_rule"]),
+                files=dict(d["files"]),
+                model_config=dict(d.get("model_config", {})),
+                raw=d,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CardError(f"malformed model card: {type(exc).__name__}: {exc}") from exc
+        card.validate()
+        return card
+
+    def validate(self) -> None:
+        if self.dsp.fs != self.fs:
+            raise CardError(f"card fs={self.fs} but dsp.fs={self.dsp.fs}")
+        if not 0 < self.hop <= self.window:
+            raise CardError(f"hop={self.hop} must be in 1..window={self.window}")
+        missing = [c for c in self.abnormal if c not in self.classes or c not in self.thresholds]
+        if missing:
+            raise CardError(f"abnormal classes {missing} need an entry in classes and thresholds")
+        if self.model_config and self.model_config.get("in_leads", len(self.leads.leads)) != len(self.leads.leads):
+            raise CardError("model_config.in_leads disagrees with the card's leads")
+
+
+def load_card(model_dir: Path | str, verify_files: bool = True) -> ModelCard:
+    """Read and validate `card.json`; with verify_files, every listed file must match its SHA-256."""
+    model_dir = Path(model_dir)
+    path = model_dir / CARD_FILE
+    if not path.exists():
+        raise CardError(f"no {CARD_FILE} in {model_dir}: is this a model folder from edge_models/?")
+    try:
+        d = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CardError(f"{path} is not valid JSON: {exc}") from exc
+    card = ModelCard.from_dict(d)
+    if verify_files:
+        for name, digest in card.files.items():
+            f = model_dir / name
+            if not f.exists():
+                raise CardError(f"card lists {name} but {f} does not exist")
+            if sha256(f) != digest:
+                raise CardError(f"{f} does not match the card's sha256 (re-export the model or fix the card)")
+    return card
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def default_model_dir(root: Path | str | None = None) -> Path:
+    """The model `edge_models/DEFAULT` names (root defaults to the repository's edge_models/)."""
+    root = Path(root) if root is not None else Path(__file__).resolve().parent.parent / "edge_models"
+    marker = root / DEFAULT_FILE
+    if not marker.exists():
+        raise CardError(f"{marker} is missing: pass --model edge_models/<name> explicitly")
+    return root / marker.read_text().strip()

@@ -1,0 +1,104 @@
+"""Model outputs -> published intervals: label each attention interval, then merge across windows.
+
+Each candidate interval (from the attention map, `intervals.attention_to_intervals`) is labelled by
+re-running the model on the window masked to that interval (zeros elsewhere, i.e. the window mean
+after z-scoring), all candidates of a batch in one call. The interval takes the abnormal class the
+masked window scores highest, and that probability as its score. Successive windows overlap, so a
+per-stream `IntervalMerger` reports each beat once.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from .card import ModelCard
+from .intervals import attention_to_intervals
+
+InferFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class LabelledInterval:
+    start: int  # window-relative (or absolute, after `shift`), end exclusive
+    end: int
+    label: str
+    score: float
+
+    def shift(self, offset: int) -> "LabelledInterval":
+        return LabelledInterval(self.start + offset, self.end + offset, self.label, self.score)
+
+
+def alarmed(card: ModelCard, probs: np.ndarray) -> np.ndarray:
+    """(B,) bool: does any abnormal class reach its threshold in each window?"""
+    idx = [card.classes.index(c) for c in card.abnormal]
+    thr = np.array([card.thresholds[c] for c in card.abnormal])
+    return (probs[:, idx] >= thr).any(axis=1)
+
+
+def label_intervals(
+    card: ModelCard,
+    infer: InferFn,
+    x: np.ndarray,
+    probs: np.ndarray,
+    attention: np.ndarray,
+    pad: int = 18,
+) -> list[list[LabelledInterval]]:
+    """Labelled intervals per window (window-relative) for the windows whose class probability alarms."""
+    out: list[list[LabelledInterval]] = [[] for _ in range(len(x))]
+    cand: list[tuple[int, int, int]] = []
+    for i in np.flatnonzero(alarmed(card, probs)):
+        cand.extend((int(i), s, e) for s, e, _ in attention_to_intervals(attention[i], card.interval_rule))
+    if not cand:
+        return out
+    masked = np.zeros((len(cand), *x.shape[1:]), dtype=np.float32)
+    for k, (i, s, e) in enumerate(cand):
+        lo, hi = max(0, s - pad), min(x.shape[-1], e + pad)
+        masked[k, :, lo:hi] = x[i, :, lo:hi]
+    mprobs, _ = infer(masked)
+    idx = [card.classes.index(c) for c in card.abnormal]
+    for k, (i, s, e) in enumerate(cand):
+        scores = mprobs[k, idx]
+        best = int(np.argmax(scores))
+        label = card.abnormal[best]
+        if scores[best] >= card.thresholds[label]:
+            out[i].append(LabelledInterval(s, e, label, float(scores[best])))
+    return out
+
+
+class IntervalMerger:
+    """Per-stream memory of published intervals so an overlapping re-detection is not re-published.
+
+    An interval overlapping a remembered one of the same label by at least `min_overlap` of the
+    shorter of the two is the same beat: it extends the remembered one (and raises its best score)
+    but is not reported again. Memory is bounded by `horizon` samples behind the newest interval.
+    """
+
+    def __init__(self, horizon: int, min_overlap: float = 0.3):
+        self.horizon, self.min_overlap = horizon, min_overlap
+        self.seen: deque[list] = deque()
+
+    def add(self, intervals: list[LabelledInterval]) -> list[LabelledInterval]:
+        new = []
+        for iv in sorted(intervals, key=lambda v: v.start):
+            match = next((m for m in self.seen if m[2] == iv.label and self._same(m, iv)), None)
+            if match is None:
+                self.seen.append([iv.start, iv.end, iv.label, iv.score])
+                new.append(iv)
+            else:
+                match[0], match[1], match[3] = min(match[0], iv.start), max(match[1], iv.end), max(match[3], iv.score)
+        if self.seen:
+            newest = max(m[1] for m in self.seen)
+            while self.seen and self.seen[0][1] < newest - self.horizon:
+                self.seen.popleft()
+        return new
+
+    def _same(self, m: list, iv: LabelledInterval) -> bool:
+        overlap = min(m[1], iv.end) - max(m[0], iv.start)
+        return overlap > 0 and overlap >= self.min_overlap * min(m[1] - m[0], iv.end - iv.start)
+
+    def reset(self) -> None:
+        self.seen.clear()

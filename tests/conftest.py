@@ -1,0 +1,42 @@
+"""Shared fixtures: a small, real (untrained) model folder exported through the shipping path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """ONNX + .pt2 + card.json of a small random-weight bedside-shaped model (MLII, 2000 @ 360 Hz)."""
+    import torch
+
+    from stream_ecg.dsp import DspConfig
+    from stream_ecg.intervals import IntervalRule
+    from trainer.export import Deployable, write_model_folder
+    from trainer.model import JointModel, JointModelConfig
+
+    torch.manual_seed(0)
+    cfg = JointModelConfig(in_leads=1, n_classes=2, seg_widths=(4, 8), cls_widths=(4, 8, 8, 8), mlp_hidden=16, decimate=3)
+    card = {
+        "name": "tiny-test",
+        "version": "0.0.0",
+        "fs": 360.0,
+        "leads": ["MLII"],
+        "lead_aliases": {"MLII": ["II", "ML2", "ECG1", "ECG"]},
+        "lead_fallback": "first",
+        "window": 2000,
+        "hop": 360,
+        "classes": ["normal", "S", "V"],
+        "abnormal": ["S", "V"],
+        "thresholds": {"S": 0.5, "V": 0.5},
+        "dsp": DspConfig().to_dict(),
+        "interval_rule": IntervalRule().to_dict(),
+        "model_config": cfg.to_dict(),
+    }
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    x = np.random.default_rng(0).normal(size=(4, 1, 2000)).astype(np.float32)
+    write_model_folder(Deployable(JointModel(cfg), "multilabel"), out, card, x)
+    return out
