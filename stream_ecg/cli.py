@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -23,15 +25,215 @@ def version() -> None:
     console.print(__version__)
 
 
+def _model_dir(model: Path | None) -> Path:
+    """--model, or the shipped default (edge_models/DEFAULT); exits with the reason if neither exists."""
+    from .card import CardError, default_model_dir, load_card
+
+    try:
+        path = model if model is not None else default_model_dir()
+        load_card(path, verify_files=False)
+    except CardError as exc:
+        console.print(f"[red]no model to serve:[/] {exc}")
+        raise typer.Exit(2) from None
+    return path
+
+
+def _records(records: str) -> list[str]:
+    names = [r.strip() for r in records.split(",") if r.strip()]
+    if not names:
+        raise typer.BadParameter("name at least one record, e.g. --records 100,208")
+    return names
+
+
+def _log(level: str) -> None:
+    import logging
+
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _stop_on_sigterm() -> threading.Event:
+    """An event set by SIGTERM/SIGINT, so subscriber commands end cleanly under systemd or Ctrl-C."""
+    import signal
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+@app.command()
+def serve(
+    model: Path | None = typer.Option(None, help="Model folder (card.json + weights); default: the one edge_models/DEFAULT names."),
+    ingest: str = typer.Option("tcp://*:5555", help="ZeroMQ endpoint the PULL socket binds for Chunks from bed gateways."),
+    publish: str = typer.Option("tcp://*:5556", help="ZeroMQ endpoint the PUB socket binds for Results/Status (topic = stream id)."),
+    metrics_port: int = typer.Option(9108, min=0, help="Prometheus /metrics HTTP port (0 = any free port)."),
+    backend: str = typer.Option("onnxruntime", help="onnxruntime | torch | tensorrt."),
+    max_batch: int = typer.Option(32, min=1, help="Most windows per inference batch."),
+    max_wait_ms: float = typer.Option(5.0, min=0.0, help="Longest a window waits for its batch to fill."),
+    hwm: int = typer.Option(10_000, min=1, help="High-water mark (messages) of the ingest and publish sockets."),
+    idle_s: float = typer.Option(60.0, min=1.0, help="Drop a stream's state after this long without chunks."),
+    threads: int = typer.Option(1, min=1, help="Intra-op threads of the model (the socket loop needs its own core)."),
+    max_queue: int = typer.Option(2048, min=1, help="Windows waiting for inference before the oldest are dropped."),
+    log_level: str = typer.Option("info", help="debug | info | warning | error."),
+) -> None:
+    """Serve the model: PULL chunks, window them per stream, infer in micro-batches, PUB results."""
+    from .card import CardError
+    from .infer import BackendUnavailable
+    from .worker import Worker
+
+    _log(log_level)
+    try:
+        worker = Worker(
+            _model_dir(model), ingest, publish, metrics_port, backend, max_batch, max_wait_ms, hwm, idle_s,
+            threads=threads, max_queue=max(max_queue, max_batch),
+        )
+    except (BackendUnavailable, CardError) as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    typer.echo(
+        f"stream-ecg serve ready: model {worker.card.name} {worker.card.version} ({worker.model.backend}), "
+        f"ingest {worker.ingest_endpoint}, publish {worker.publish_endpoint}, metrics port {worker.metrics_port}"
+    )
+    sys.stdout.flush()
+    worker.run()
+
+
+@app.command()
+def replay(
+    connect: str = typer.Option("tcp://127.0.0.1:5555", help="Ingest endpoint of a running `stream-ecg serve`."),
+    data: Path | None = typer.Option(None, help="WFDB directory; default: the bundled MIT-BIH excerpt."),
+    records: str = typer.Option(",".join(("208", "232", "100")), help="Comma-separated record names."),
+    beds: int | None = typer.Option(None, min=1, help="Number of beds (records repeat with distinct stream ids); default one per record."),
+    chunk_ms: float = typer.Option(250.0, min=1.0, help="Chunk length a bed gateway sends, in ms."),
+    speed: float = typer.Option(1.0, min=0.0, help="1 = real time, N = N times faster, 0 = as fast as possible."),
+    seconds: float | None = typer.Option(None, min=0.1, help="Stream seconds per bed (default: the whole record)."),
+    loop: bool = typer.Option(False, help="Start the record again at its end (with --seconds, or until Ctrl-C)."),
+    prefill_s: float = typer.Option(0.0, min=0.0, help="Send this much of each stream at once, so windows flow from the start."),
+    prefix: str = typer.Option("bed", help="Stream ids are PREFIX-NNN-RECORD."),
+) -> None:
+    """Play WFDB records as live bedside streams into a worker."""
+    from .replay import ReplayError, load_beds, replay as run_replay
+
+    stop = _stop_on_sigterm()
+    bed_list = load_beds(_records(records), data, beds, prefix)
+    try:
+        stats = run_replay(connect, bed_list, chunk_ms, speed, seconds, loop, prefill_s, stop=stop)
+    except ReplayError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
+    console.print(
+        f"sent {stats.chunks} chunks ({stats.bytes / 1e6:.1f} MB) from {len(bed_list)} beds, "
+        f"{stats.stream_s:.1f} s of stream each, in {stats.wall_s:.1f} s"
+    )
+
+
+@app.command()
+def subscribe(
+    connect: str = typer.Option("tcp://127.0.0.1:5556", help="Publish endpoint of a running `stream-ecg serve`."),
+    stream: str | None = typer.Option(None, help="One stream id (default: all)."),
+    jsonl: bool = typer.Option(False, help="Print one JSON object per Result/Status instead of the dashboard."),
+    duration: float | None = typer.Option(None, min=0.1, help="Stop after this many seconds (default: Ctrl-C)."),
+) -> None:
+    """Watch results: a live terminal dashboard per bed, or JSON lines for piping."""
+    from .subscribe import run_dashboard, run_jsonl
+
+    stop = _stop_on_sigterm()
+    if jsonl:
+        run_jsonl(connect, stream, duration=duration, stop=stop)
+    else:
+        run_dashboard(connect, stream, duration, stop, console)
+
+
+@app.command()
+def record(
+    out: Path = typer.Option(..., help="Directory for the annotation files (one per stream)."),
+    connect: str = typer.Option("tcp://127.0.0.1:5556", help="Publish endpoint of a running `stream-ecg serve`."),
+    stream: str | None = typer.Option(None, help="One stream id (default: all)."),
+    extension: str = typer.Option("sea", help="Annotation file extension (letters only), e.g. sea or test."),
+    duration: float | None = typer.Option(None, min=0.1, help="Stop after this many seconds (default: Ctrl-C / SIGTERM)."),
+) -> None:
+    """Write published abnormal-beat intervals as WFDB annotations (V for V, A for S) for rdann/bxb."""
+    from .record import run_record
+
+    stop = _stop_on_sigterm()
+    written = run_record(connect, out, stream, extension, duration, stop)
+    for sid, path in written.items():
+        console.print(f"{sid}: {path}")
+    if not written:
+        console.print("no intervals were published; nothing written")
+
+
+@app.command()
+def bench(
+    beds: int = typer.Option(200, min=1, help="Simulated beds (cycling through the bundled excerpt records)."),
+    seconds: float = typer.Option(10.0, min=0.5, help="Seconds per phase (real time, then max speed)."),
+    backend: list[str] = typer.Option(["onnxruntime"], help="Backend to bench; repeat the option for several."),
+    model: Path | None = typer.Option(None, help="Model folder; default: the one edge_models/DEFAULT names."),
+    speed: float = typer.Option(1.0, min=0.01, help="Speed of the latency phase (1 = real time)."),
+    chunk_ms: float = typer.Option(250.0, min=1.0, help="Chunk length the simulated gateways send."),
+    max_batch: int = typer.Option(32, min=1, help="Worker max batch."),
+    max_wait_ms: float = typer.Option(5.0, min=0.0, help="Worker max wait for a batch to fill."),
+    baseline: bool = typer.Option(True, help="Also time the paper-size baseline (needs torch)."),
+    baseline_seconds: float = typer.Option(10.0, min=0.5, help="How long to time the baseline."),
+    baseline_threads: int = typer.Option(1, min=1, help="torch threads for the baseline."),
+    memory_streams: int = typer.Option(1000, min=0, help="Also measure RSS growth for this many streams (0 = skip)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+) -> None:
+    """Throughput, latency, CPU and memory of the live path, beside the paper-size baseline."""
+    import json
+
+    from .bench import BenchSettings, run_bench
+
+    settings = BenchSettings(
+        beds=beds, seconds=seconds, speed=speed, chunk_ms=chunk_ms, max_batch=max_batch, max_wait_ms=max_wait_ms,
+        baseline=baseline, baseline_seconds=baseline_seconds, baseline_threads=baseline_threads,
+        memory_streams=memory_streams,
+    )
+    report = run_bench(_model_dir(model), backend, settings)
+    if json_out:
+        typer.echo(json.dumps(report))
+        return
+    table = Table(title=f"stream-ecg bench: {beds} beds, {seconds:g} s per phase")
+    for col in ("backend", "windows/s", "beds real time", "p50 ms", "p99 ms", "CPU %", "RSS MB", "baseline w/s", "ratio"):
+        table.add_column(col, justify="right")
+    for run in report["runs"]:
+        b = run["baseline"]
+        table.add_row(
+            run["backend"], f"{run['windows_per_s']:.0f}", str(run["beds_realtime"]),
+            str(run["latency_ms"]["p50"]), str(run["latency_ms"]["p99"]), f"{run['cpu_percent']:.0f}",
+            f"{run['rss_mb']:.0f}", str(b.get("windows_per_s")), str(b.get("ratio")),
+        )
+    console.print(table)
+
+
 @app.command()
 def demo(
-    record: str = typer.Option("208", help="Record name in the data directory."),
+    duration: float = typer.Option(20.0, min=1.0, help="Seconds the live demo runs before it exits."),
+    speed: float = typer.Option(1.0, min=0.0, help="Replay speed of the live demo (1 = real time)."),
+    model: Path | None = typer.Option(None, help="Model folder; default: the shipped edge_models/DEFAULT."),
+    dsp_only: bool = typer.Option(False, help="Skip the live demo: stream one record through the DSP and summarise."),
+    record: str = typer.Option("208", help="Record for the DSP summary."),
     data: Path | None = typer.Option(None, help="WFDB directory; default: the bundled MIT-BIH excerpt."),
     chunk_ms: float = typer.Option(250.0, min=1.0, help="Chunk length a bed gateway would send, in ms."),
-    window: int = typer.Option(2000, min=16, help="Window length in model samples."),
-    hop: int = typer.Option(360, min=1, help="Hop between windows in model samples."),
+    window: int = typer.Option(2000, min=16, help="Window length in model samples (DSP summary)."),
+    hop: int = typer.Option(360, min=1, help="Hop between windows in model samples (DSP summary)."),
 ) -> None:
-    """Replay one record through the wire codec and the streaming DSP, and summarise what a model would see."""
+    """Live: serve the shipped model, replay the bundled excerpt as beds, show the dashboard for --duration s.
+
+    Without a shipped model (or with --dsp-only) it streams one record through the wire codec and the
+    streaming DSP and summarises what a model would see.
+    """
+    from .card import CardError, default_model_dir, load_card
+
+    if not dsp_only:
+        try:
+            model_dir = model if model is not None else default_model_dir()
+            load_card(model_dir)
+        except CardError as exc:
+            console.print(f"[yellow]No model is shipped yet ({exc}); showing the DSP summary instead.[/]")
+        else:
+            _live_demo(model_dir, data, chunk_ms, speed, duration)
+            return
     from .demo import run_dsp_demo
 
     summary = run_dsp_demo(record=record, data_dir=data, chunk_ms=chunk_ms, window=window, hop=hop)
@@ -41,6 +243,35 @@ def demo(
     for key, value in summary.items():
         table.add_row(key, f"{value:.6g}" if isinstance(value, float) else str(value))
     console.print(table)
+
+
+def _live_demo(model_dir: Path, data: Path | None, chunk_ms: float, speed: float, duration: float) -> None:
+    """Worker and replay on background threads over loopback, the dashboard in front, all stopped after duration."""
+    from .replay import EXCERPT_RECORDS, load_beds, replay
+    from .subscribe import run_dashboard
+    from .worker import Worker
+
+    worker = Worker(model_dir, "tcp://127.0.0.1:*", "tcp://127.0.0.1:*", metrics_port=None)
+    served = worker.start()
+    card = worker.card
+    beds = load_beds(EXCERPT_RECORDS, data, prefix="demo")
+    stop, ready = _stop_on_sigterm(), threading.Event()
+
+    def play() -> None:
+        ready.wait(5)  # the dashboard has subscribed
+        replay(worker.ingest_endpoint, beds, chunk_ms, speed, loop=True, prefill_s=card.window / card.fs,
+               stagger_s=card.hop / card.fs, progress=False, stop=stop)
+
+    player = threading.Thread(target=play, daemon=True)
+    player.start()
+    console.print(f"[bold]stream-ecg live demo[/]: {card.name} {card.version}, {len(beds)} beds from the MIT-BIH excerpt, {duration:g} s")
+    try:
+        run_dashboard(worker.publish_endpoint, None, duration, stop, console, ready)
+    finally:
+        stop.set()
+        player.join(15)
+        worker.stop()
+        served.join(30)
 
 
 @data_app.command("fetch")

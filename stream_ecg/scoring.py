@@ -87,3 +87,61 @@ def grade_window(intervals, abnormal_pos: np.ndarray, normal_pos: np.ndarray, to
     all_hit = bool(ab.all())
     grade = (1, 0, 0) if all_hit and not no.any() else (0, 1, 0) if all_hit else (0, 0, 1)
     return GradeCounts(*grade, int(ab.sum()), len(ab), int(no.sum()), len(no))
+
+
+def window_targets(starts: np.ndarray, window: int, beat_samples: np.ndarray, beat_cls: np.ndarray, cls: str, margin: int = 0) -> np.ndarray:
+    """(n,) bool: does each window hold an R peak of class `cls` at least `margin` samples inside?"""
+    pos = np.sort(np.asarray(beat_samples)[np.asarray(beat_cls) == cls])
+    lo = np.searchsorted(pos, starts + margin, side="left")
+    hi = np.searchsorted(pos, starts + window - margin, side="left")
+    return hi > lo
+
+
+def detection_metrics(truth: np.ndarray, score: np.ndarray, threshold: float) -> dict[str, float]:
+    """Window-level sensitivity, precision and AUC of one class, with the counts behind them."""
+    truth = np.asarray(truth, bool)
+    pred = np.asarray(score) >= threshold
+    tp, fp, fn = int(np.sum(pred & truth)), int(np.sum(pred & ~truth)), int(np.sum(~pred & truth))
+    return {
+        "se": tp / (tp + fn) if tp + fn else float("nan"),
+        "precision": tp / (tp + fp) if tp + fp else float("nan"),
+        "auc": auc(truth, score),
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "n": int(len(truth)),
+    }
+
+
+@dataclass(frozen=True)
+class BeatCounts:
+    """Beat-level matching of one class: annotated beats found, published intervals confirmed."""
+
+    beats_found: int = 0
+    beats: int = 0
+    intervals_confirmed: int = 0
+    intervals: int = 0
+
+    def __add__(self, other: "BeatCounts") -> "BeatCounts":
+        return BeatCounts(self.beats_found + other.beats_found, self.beats + other.beats,
+                          self.intervals_confirmed + other.intervals_confirmed, self.intervals + other.intervals)
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "se": self.beats_found / self.beats if self.beats else float("nan"),
+            "ppv": self.intervals_confirmed / self.intervals if self.intervals else float("nan"),
+            "beats": self.beats,
+            "intervals": self.intervals,
+        }
+
+
+def beat_counts(beat_samples: np.ndarray, beat_cls: np.ndarray, intervals, cls: str, tol: int, start: int = 0) -> BeatCounts:
+    """Se/+P counts for class `cls`: a beat is found when an interval of its class lies within `tol`
+    samples of its R peak (EC57's 150 ms match window); an interval is confirmed when it holds such a
+    beat. Only beats and intervals from sample `start` on are scored."""
+    pos = np.asarray(beat_samples)[np.asarray(beat_cls) == cls]
+    pos = pos[pos >= start]
+    ivs = [(iv.start, iv.end) for iv in intervals if iv.label == cls and iv.end > start]
+    found = inside_any(pos, [(s, e, 0.0) for s, e in ivs], tol)
+    confirmed = sum(bool(np.any((pos >= s - tol) & (pos < e + tol))) for s, e in ivs)
+    return BeatCounts(int(found.sum()), int(len(pos)), int(confirmed), len(ivs))

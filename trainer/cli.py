@@ -20,37 +20,60 @@ def _command() -> str:
 
 @app.command()
 def train(
-    method: str = typer.Option("l2", help="classifier_only | cascaded | relu_max | l2"),
-    out: Path = typer.Option(Path("runs/paper_l2"), help="Folder for checkpoint.pt and metrics.json."),
+    task: str = typer.Option("bedside", help="bedside (DS1 windows, the shipped model) | paper (PVC-vs-APB segments, one fold)"),
+    out: Path = typer.Option(Path("runs/bedside"), help="Folder for checkpoint.pt and metrics.json."),
     data: Path | None = typer.Option(None, help="MIT-BIH directory (default: STREAM_ECG_MITDB or ../shared/data/mitdb)."),
-    epochs: int = typer.Option(12, min=1),
-    kernel: int = typer.Option(151, help="Attention pooling kernel (odd, samples)."),
+    epochs: int = typer.Option(24, min=1),
+    lr: float = typer.Option(1e-3),
+    sparsity: float = typer.Option(0.5, help="Weight of the scale-free attention sparsity prior (0 = the paper's loss)."),
+    epoch_size: int = typer.Option(12000, help="bedside: windows drawn (balanced) per epoch."),
+    method: str = typer.Option("l2", help="paper: classifier_only | cascaded | relu_max | l2"),
+    kernel: int = typer.Option(151, help="Attention pooling kernel (odd, samples at 360 Hz)."),
     seed: int = typer.Option(0),
-    test_fold: int = typer.Option(0, min=0, max=4, help="Which of the 5 stratified folds is held out for testing."),
+    test_fold: int = typer.Option(0, min=0, max=4, help="paper: which of the 5 stratified folds is held out."),
 ) -> None:
-    """Train one method on the paper's PVC-vs-APB segments, test on one held-out fold, save checkpoint + metrics."""
-    from .datasets import paper_dataset
-    from .model import JointModelConfig
-    from .paper import _validation_split, localisation, segment_splits
-    from .train import TrainConfig, predict, save_checkpoint, train_model
+    """Train the joint model end-to-end with window/segment labels only; saves checkpoint.pt + metrics.json."""
+    from .train import TrainConfig
+
+    tcfg = TrainConfig(epochs=epochs, lr=lr, seed=seed, sparsity=sparsity, patience=max(4, epochs // 3), progress=sys.stderr.isatty())
+    if task == "bedside":
+        from .bedside import BedsideConfig, train_bedside
+
+        cfg = BedsideConfig(model={**BEDSIDE_MODEL, "pool_kernel": kernel})
+        report = train_bedside(cfg, tcfg, out, data, epoch_size=epoch_size)
+    elif task == "paper":
+        report = _train_paper_fold(method, kernel, tcfg, out, data, seed, test_fold)
+    else:
+        raise typer.BadParameter(f"unknown task {task!r}: bedside or paper")
+    report["command"] = _command()
+    (out / "metrics.json").write_text(json.dumps(report, indent=2))
+    typer.echo(json.dumps({k: v for k, v in report.items() if k != "history"}, indent=2))
+
+
+# The shipped model's architecture: a small U-Net and classifier (see docs/results.md).
+BEDSIDE_MODEL = dict(seg_widths=(4, 8, 16, 32), cls_widths=(8, 16, 32, 64))
+
+
+def _train_paper_fold(method, kernel, tcfg, out, data, seed, test_fold) -> dict:
     from stream_ecg.intervals import IntervalRule
     from stream_ecg.scoring import binary_metrics
+
+    from .datasets import paper_dataset
+    from .model import JointModelConfig
+    from .paper import PAPER_MODEL, _validation_split, localisation, segment_splits
+    from .train import predict, save_checkpoint, train_model
 
     ds = paper_dataset(data)
     tr, te = segment_splits(ds, 5, seed)[test_fold]
     sub_tr, sub_va = _validation_split(ds.y[tr], None, seed)
-    mcfg = JointModelConfig.for_method(method, pool_kernel=kernel)
-    tcfg = TrainConfig(epochs=epochs, seed=seed, progress=sys.stderr.isatty())
+    mcfg = JointModelConfig.for_method(method, **{**PAPER_MODEL, "pool_kernel": kernel})
     res = train_model(mcfg, tcfg, (ds.x[tr[sub_tr]], ds.y[tr[sub_tr]]), (ds.x[tr[sub_va]], ds.y[tr[sub_va]]), desc=method)
     probs, maps = predict(res.model, ds.x[te])
-    metrics = binary_metrics(ds.y[te], probs[:, 0], positive=0)
     loc, _ = localisation(ds, _scatter(maps, te, ds), IntervalRule(), te)
     out.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out / "checkpoint.pt", res, mcfg, tcfg)
-    report = {"test": metrics, "localisation": loc, "history": res.history, "best_epoch": res.best_epoch,
-              "train_seconds": res.seconds, "command": _command()}
-    (out / "metrics.json").write_text(json.dumps(report, indent=2))
-    typer.echo(json.dumps({"test": metrics, "localisation": loc["grade"], "train_seconds": round(res.seconds)}, indent=2))
+    return {"test": binary_metrics(ds.y[te], probs[:, 0], positive=0), "localisation": loc, "history": res.history,
+            "best_epoch": res.best_epoch, "train_seconds": res.seconds}
 
 
 def _scatter(maps: np.ndarray, idx: np.ndarray, ds) -> np.ndarray:
@@ -63,11 +86,12 @@ def _scatter(maps: np.ndarray, idx: np.ndarray, ds) -> np.ndarray:
 def experiment_paper(
     out: Path = typer.Option(Path("docs/results"), help="Where the JSON results and figures go."),
     data: Path | None = typer.Option(None, help="MIT-BIH directory."),
-    methods: str = typer.Option("classifier_only,cascaded,relu_max,l2", help="Comma-separated methods."),
+    methods: str = typer.Option("classifier_only,cascaded,relu_max,l2,l2_sparse", help="Comma-separated methods."),
     kernels: str = typer.Option("75,151,201,301", help="Comma-separated L2 kernels for the ablation ('' to skip)."),
     epochs: int = typer.Option(12, min=1),
     folds: int = typer.Option(5, min=2),
     seed: int = typer.Option(0),
+    threads: int = typer.Option(2, min=1, help="torch CPU threads."),
 ) -> None:
     """The paper's protocol: 5-fold CV by segment and by record, four methods, kernel ablation, localisation."""
     from .paper import PaperExperimentConfig, run_paper_experiment
@@ -78,7 +102,7 @@ def experiment_paper(
         kernels=tuple(int(k) for k in kernels.split(",") if k),
         folds=folds,
         seed=seed,
-        train=TrainConfig(epochs=epochs, seed=seed, progress=sys.stderr.isatty()),
+        train=TrainConfig(epochs=epochs, seed=seed, threads=threads, progress=sys.stderr.isatty()),
     )
     report = run_paper_experiment(cfg, out, data, _command())
     typer.echo(json.dumps({k: report[k] for k in ("segment_split", "record_split", "kernel_ablation")}, indent=2))

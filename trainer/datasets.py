@@ -21,6 +21,21 @@ def _key(*parts) -> str:
     return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def normalise_segments(x: np.ndarray, eps: float) -> np.ndarray:
+    """Per-segment z-score over the beats only; the zero padding stays exactly zero.
+
+    z-scoring the padding too would turn it into a constant, and A * constant would let the
+    segmenter pass a message to the classifier through the padding instead of pointing at beats.
+    """
+    out = np.zeros_like(x, dtype=np.float32)
+    for i, seg in enumerate(x):
+        nz = np.flatnonzero(np.any(seg != 0, axis=0))
+        n = int(nz[-1]) + 1 if len(nz) else 0
+        if n:
+            out[i, :, :n] = normalise_window(seg[:, :n], eps)
+    return out
+
+
 def paper_dataset(
     data_dir: Path | None = None,
     dsp: DspConfig = DspConfig(),
@@ -33,7 +48,7 @@ def paper_dataset(
     The rule defaults to the reading closest to the paper's counts (at least one normal beat).
     """
     root = Path(data_dir) if data_dir is not None else mitdb_dir()
-    path = None if cache is None else cache / f"paper_{_key(str(root.resolve()), dsp.to_dict(), length, repr(rule))}.npz"
+    path = None if cache is None else cache / f"paper_{_key(str(root.resolve()), dsp.to_dict(), length, repr(rule), 'pad-zero')}.npz"
     if path is not None and path.exists():
         z = np.load(path, allow_pickle=True)
         return PaperSegments(
@@ -41,7 +56,7 @@ def paper_dataset(
             beat_pos=tuple(z["beat_pos"]), beat_sym=tuple(z["beat_sym"]),
         )
     seg = build_paper_segments(data_dir=root, length=length, transform=lambda sig, fs: preprocess(sig, fs, dsp), rule=rule)
-    seg = replace(seg, x=normalise_window(seg.x, dsp.norm_eps).astype(np.float32))
+    seg = replace(seg, x=normalise_segments(seg.x, dsp.norm_eps))
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         bp = np.empty(len(seg.beat_pos), dtype=object)

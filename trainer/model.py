@@ -191,7 +191,9 @@ class JointModel(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.segmenter is None:
             return self.classifier(x), torch.ones_like(x[:, :1])
-        a = self.pooling(self.segmenter(x))
+        # No attention where the input is exactly zero on every lead (zero padding, lead-off): a
+        # peak there would be free, and would let the segmenter game the sparsity prior.
+        a = self.pooling(self.segmenter(x)) * (x != 0).any(dim=1, keepdim=True).to(x.dtype)
         if self.cfg.mode == "cascaded":
             return self.classifier(a), a
         return self.classifier(a * x), a

@@ -26,7 +26,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 2
     progress: bool = True
-    # Scale-free sparsity prior on the attention map (mean of A / max A per window): still
+    # Scale-free sparsity prior on the attention map (its participation ratio, see attention_coverage): still
     # unsupervised, it asks the segmenter to highlight as little of the window as the class needs.
     sparsity: float = 0.0
     cosine: bool = True  # cosine learning-rate decay over the planned epochs
@@ -57,27 +57,65 @@ def class_weights(y: np.ndarray, n_classes: int) -> torch.Tensor:
 
 
 def attention_coverage(a: torch.Tensor) -> torch.Tensor:
-    """Mean of A / max A per window: the share of the window the attention highlights, scale-free."""
-    return (a / a.amax(dim=-1, keepdim=True).clamp_min(1e-6)).mean()
+    """Participation ratio (mean A)^2 / mean(A^2) per window: the share of the window the attention
+    covers (1 when flat, k/T when k samples are on), scale-free. Unlike mean/max it cannot be gamed
+    by one tall peak over a harmless spot with the rest of the map left moderately high."""
+    a = a.flatten(1)
+    return (a.mean(dim=1).square() / a.square().mean(dim=1).clamp_min(1e-12)).mean()
 
 
 @torch.no_grad()
-def predict(model: JointModel, x: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities (n, classes) and attention maps (n, T) in eval mode."""
+def predict_logits(model: JointModel, x: np.ndarray, batch_size: int = 256) -> tuple[torch.Tensor, np.ndarray]:
+    """Raw logits (n, outputs) and attention maps (n, T) in eval mode."""
     model.eval()
-    probs, maps = [], []
+    logits, maps = [], []
     for i in range(0, len(x), batch_size):
-        logits, a = model(torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size])))
-        probs.append(torch.softmax(logits, dim=1).numpy())
+        lo, a = model(torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size], dtype=np.float32)))
+        logits.append(lo)
         maps.append(a[:, 0].numpy())
-    return np.concatenate(probs), np.concatenate(maps)
+    return torch.cat(logits), np.concatenate(maps)
 
 
-def _val_loss(model: JointModel, x: np.ndarray, y: np.ndarray, weights: torch.Tensor) -> tuple[float, float]:
-    probs, _ = predict(model, x)
-    logp = torch.log(torch.from_numpy(probs).clamp_min(1e-12))
-    loss = F.nll_loss(logp, torch.from_numpy(y), weight=weights).item()
-    return loss, float((probs.argmax(1) == y).mean())
+def predict(model: JointModel, x: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax class probabilities (n, classes) and attention maps (n, T) in eval mode."""
+    logits, maps = predict_logits(model, x, batch_size)
+    return torch.softmax(logits, dim=1).numpy(), maps
+
+
+class Objective:
+    """Class-weighted NLL over class indices: the paper's loss."""
+
+    def __init__(self, y_train: np.ndarray, y_val: np.ndarray, n_classes: int):
+        self.y_train, self.y_val = torch.from_numpy(y_train), torch.from_numpy(y_val)
+        self.weights = class_weights(y_train, n_classes)
+
+    def train_loss(self, logits: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+        return F.nll_loss(F.log_softmax(logits, dim=1), self.y_train[idx], weight=self.weights)
+
+    def val_loss(self, logits: torch.Tensor) -> tuple[float, float]:
+        loss = F.nll_loss(F.log_softmax(logits, dim=1), self.y_val, weight=self.weights).item()
+        return loss, float((logits.argmax(1) == self.y_val).float().mean())
+
+
+class MultiLabelObjective:
+    """Independent sigmoid per abnormal class (a window may hold S and V); weight 0 marks unknown targets."""
+
+    def __init__(self, y_train, w_train, y_val, w_val, pos_weight: np.ndarray | None = None):
+        t = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float32))  # noqa: E731
+        self.y_train, self.w_train, self.y_val, self.w_val = t(y_train), t(w_train), t(y_val), t(w_val)
+        self.pos_weight = None if pos_weight is None else t(pos_weight)
+
+    def _bce(self, logits, y, w) -> torch.Tensor:
+        per = F.binary_cross_entropy_with_logits(logits, y, weight=w, pos_weight=self.pos_weight, reduction="sum")
+        return per / w.sum().clamp_min(1.0)
+
+    def train_loss(self, logits: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+        return self._bce(logits, self.y_train[idx], self.w_train[idx])
+
+    def val_loss(self, logits: torch.Tensor) -> tuple[float, float]:
+        pred = (logits > 0).float()
+        acc = ((pred == self.y_val).float() * self.w_val).sum() / self.w_val.sum().clamp_min(1.0)
+        return self._bce(logits, self.y_val, self.w_val).item(), float(acc)
 
 
 def train_model(
@@ -87,23 +125,31 @@ def train_model(
     val: tuple[np.ndarray, np.ndarray],
     augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
     desc: str = "train",
+    objective: Objective | MultiLabelObjective | None = None,
+    sample_p: np.ndarray | None = None,
+    epoch_size: int | None = None,
 ) -> TrainResult:
-    """Train end-to-end with class labels only; returns the model at its best validation loss."""
+    """Train end-to-end with window labels only; returns the model at its best validation loss.
+
+    `sample_p` draws each epoch's `epoch_size` windows with those probabilities (balanced
+    sampling); without it every window is seen once per epoch in a fresh order.
+    """
     seed_everything(cfg.seed)
     torch.set_num_threads(cfg.threads)
     rng = np.random.default_rng(cfg.seed)
-    x_tr, y_tr = train
+    x_tr, x_va = train[0], val[0]
+    objective = objective or Objective(train[1], val[1], model_cfg.n_classes)
     model = JointModel(model_cfg)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps = cfg.epochs * max(1, -(-len(x_tr) // cfg.batch_size))
+    per_epoch = epoch_size or len(x_tr)
+    steps = cfg.epochs * max(1, -(-per_epoch // cfg.batch_size))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps) if cfg.cosine else None
-    weights = class_weights(y_tr, model_cfg.n_classes)
     best = (float("inf"), 0, copy.deepcopy(model.state_dict()))
     history: list[dict] = []
     t0 = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
         model.train()
-        order = rng.permutation(len(x_tr))
+        order = rng.permutation(len(x_tr)) if sample_p is None else rng.choice(len(x_tr), size=per_epoch, p=sample_p)
         total, seen = 0.0, 0
         bar = tqdm(range(0, len(order), cfg.batch_size), desc=f"{desc} ep{epoch}", leave=False, disable=not cfg.progress)
         for i in bar:
@@ -114,7 +160,7 @@ def train_model(
             if augment is not None:
                 xb = augment(xb, rng)
             logits, a = model(torch.from_numpy(np.ascontiguousarray(xb, dtype=np.float32)))
-            loss = F.nll_loss(F.log_softmax(logits, dim=1), torch.from_numpy(y_tr[idx]), weight=weights)
+            loss = objective.train_loss(logits, idx)
             if cfg.sparsity and model.segmenter is not None:
                 loss = loss + cfg.sparsity * attention_coverage(a)
             opt.zero_grad(set_to_none=True)
@@ -125,7 +171,7 @@ def train_model(
             total += loss.item() * len(idx)
             seen += len(idx)
             bar.set_postfix(loss=f"{total / max(seen, 1):.4f}")
-        val_loss, val_acc = _val_loss(model, val[0], val[1], weights)
+        val_loss, val_acc = objective.val_loss(predict_logits(model, x_va)[0])
         history.append({"epoch": epoch, "train_loss": total / max(seen, 1), "val_loss": val_loss, "val_acc": val_acc})
         if val_loss < best[0]:
             best = (val_loss, epoch, copy.deepcopy(model.state_dict()))

@@ -1,0 +1,56 @@
+"""Score what a model published for whole records against the cardiologists' beat annotations.
+
+Works on `offline.RecordOutput`s, whichever path produced them (offline batch or the live stream),
+so offline and live numbers are computed by the same code.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .card import ModelCard
+from .offline import RecordOutput
+from .scoring import BeatCounts, beat_counts, detection_metrics, window_targets
+
+EC57_TOL_S = 0.150
+
+
+def score_records(outputs: list[RecordOutput], card: ModelCard, margin: int, skip_s: float = 0.0) -> dict:
+    """Beat-level Se/+P per abnormal class (gross and per record), window-level Se/precision/AUC.
+
+    margin: windows whose only beat of a class sits within `margin` samples of an edge are left out
+    of that class's window metrics (half a beat is visible there). skip_s: score beats and intervals
+    from this time on (EC57 starts at 5 min); window metrics use every window.
+    """
+    tol = int(round(EC57_TOL_S * card.fs))
+    start = int(round(skip_s * card.fs))
+    gross = {c: BeatCounts() for c in card.abnormal}
+    per_record = []
+    truth = {c: [] for c in card.abnormal}
+    score = {c: [] for c in card.abnormal}
+    for out in outputs:
+        row = {"record": out.name, "lead_fallback": out.lead_fallback}
+        for c in card.abnormal:
+            counts = beat_counts(out.beat_samples, out.beat_aami, out.intervals, c, tol, start)
+            gross[c] = gross[c] + counts
+            row[c] = counts.summary()
+            core = window_targets(out.starts, card.window, out.beat_samples, out.beat_aami, c, margin)
+            anywhere = window_targets(out.starts, card.window, out.beat_samples, out.beat_aami, c, 0)
+            keep = core | ~anywhere
+            truth[c].append(core[keep])
+            score[c].append(out.probs[keep, card.classes.index(c)])
+        per_record.append(row)
+    window = {}
+    for c in card.abnormal:
+        t, s = np.concatenate(truth[c]), np.concatenate(score[c])
+        window[c] = detection_metrics(t, s, card.thresholds[c])
+    beat = {c: gross[c].summary() for c in card.abnormal}
+    average = {
+        c: {
+            "se": float(np.nanmean([r[c]["se"] for r in per_record])) if per_record else float("nan"),
+            "ppv": float(np.nanmean([r[c]["ppv"] for r in per_record])) if per_record else float("nan"),
+        }
+        for c in card.abnormal
+    }
+    return {"beat": beat, "beat_record_average": average, "window": window, "records": per_record,
+            "skip_s": skip_s, "tolerance_s": EC57_TOL_S, "margin_samples": margin}

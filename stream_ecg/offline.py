@@ -1,0 +1,70 @@
+"""Whole records through the serving path, offline: the same DSP, windows, model call, interval
+labelling and merging as the live worker, without sockets. Used for evaluation and parity checks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .data.mitdb import Record
+from .card import LeadContract
+from .dsp import DspConfig, normalise_window, preprocess
+from .infer import InferenceModel
+from .postprocess import IntervalMerger, LabelledInterval, label_intervals
+
+
+@dataclass(frozen=True)
+class RecordOutput:
+    name: str
+    fs: float  # model rate; every sample index below is at this rate
+    starts: np.ndarray  # (n,) window starts
+    probs: np.ndarray  # (n, classes)
+    intervals: tuple[LabelledInterval, ...]  # published (merged) intervals, absolute samples
+    first_seen: np.ndarray  # (len(intervals),) start sample of the window that first published each
+    beat_samples: np.ndarray  # annotated R peaks at the model rate
+    beat_aami: np.ndarray  # their AAMI class letters
+    lead_fallback: bool
+
+
+def window_starts(n_samples: int, window: int, hop: int) -> np.ndarray:
+    """Starts of the windows a live stream of n_samples emits: one per hop once a window is full."""
+    if n_samples < window:
+        return np.zeros(0, dtype=np.int64)
+    return np.arange(0, n_samples - window + 1, hop, dtype=np.int64)
+
+
+def model_input(leads: LeadContract, dsp: DspConfig, rec: Record) -> tuple[np.ndarray, bool]:
+    """The contract's leads of a record, preprocessed to the model rate (the live path's DSP, one chunk)."""
+    idx, fallback = leads.pick(rec.leads)
+    return preprocess(rec.signal[idx], rec.fs, dsp), fallback
+
+
+def run_record(model: InferenceModel, rec: Record, batch: int = 64) -> RecordOutput:
+    card = model.card
+    sig, fallback = model_input(card.leads, card.dsp, rec)
+    starts = window_starts(sig.shape[1], card.window, card.hop)
+    merger = IntervalMerger(horizon=2 * card.window)
+    probs, published, first_seen = [], [], []
+    for i in range(0, len(starts), batch):
+        s = starts[i : i + batch]
+        x = normalise_window(np.stack([sig[:, a : a + card.window] for a in s]), card.dsp.norm_eps)
+        p, att = model.infer(x)
+        probs.append(p)
+        for start, ivs in zip(s, label_intervals(card, model.infer, x, p, att)):
+            new = merger.add([iv.shift(int(start)) for iv in ivs])
+            published.extend(new)
+            first_seen.extend([int(start)] * len(new))
+    scale = card.fs / rec.fs
+    return RecordOutput(
+        name=rec.name,
+        fs=card.fs,
+        starts=starts,
+        probs=np.concatenate(probs) if probs else np.zeros((0, len(card.classes)), np.float32),
+        intervals=tuple(published),
+        first_seen=np.asarray(first_seen, dtype=np.int64),
+        beat_samples=np.round(rec.beats.samples * scale).astype(np.int64),
+        beat_aami=rec.beats.aami(),
+        lead_fallback=fallback,
+    )

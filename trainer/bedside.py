@@ -1,0 +1,169 @@
+"""The bedside model: continuous sliding windows, inter-patient (train on DS1, judge on DS2).
+
+Windows are cut exactly as the runtime cuts them (`stream_ecg.offline`): the card's lead, the
+card's DSP over the whole record as one chunk, per-window z-score. Targets are per abnormal class
+(S, V; multi-label, so a window may hold both): 1 when a beat of the class has its R peak at least
+`margin` samples inside the window, unknown (weight 0) when one only sits in the margins, where
+half a beat is visible. F beats make the V target unknown unless a V beat is also present.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from stream_ecg.card import LeadContract
+from stream_ecg.data import load_record
+from stream_ecg.data.mitdb import DS1
+from stream_ecg.dsp import DspConfig, normalise_window
+from stream_ecg.intervals import IntervalRule
+from stream_ecg.offline import model_input, window_starts
+from stream_ecg.scoring import window_targets
+
+ABNORMAL = ("S", "V")
+CLASSES = ("normal", *ABNORMAL)
+# Held out of DS1 for early stopping and threshold choice: S and V beats from three patients.
+VAL_RECORDS = ("118", "119", "220", "223")
+LEAD_CONTRACT = LeadContract(
+    leads=("MLII",),
+    aliases={"MLII": ("II", "ML2", "MLII", "ECG1", "ECG", "ECG 1", "LEAD II", "D2")},
+    fallback="first",
+)
+
+
+@dataclass(frozen=True)
+class BedsideConfig:
+    window: int = 2000
+    hop: int = 360  # 1 s at 360 Hz: the runtime's hop
+    margin: int = 72  # 0.2 s: an R peak closer to the edge than this is an unknown target
+    dsp: DspConfig = DspConfig()
+    train_hop: int = 180  # denser windows for training (more shifted views), same window
+    rule: IntervalRule = IntervalRule()
+    val_records: tuple[str, ...] = VAL_RECORDS
+    model: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["dsp"], d["rule"] = self.dsp.to_dict(), self.rule.to_dict()
+        return d
+
+
+@dataclass(frozen=True)
+class WindowSet:
+    x: np.ndarray  # (n, leads, window) float32, z-scored per window
+    y: np.ndarray  # (n, 2) float32 targets for S, V
+    w: np.ndarray  # (n, 2) float32 target weights (0 = unknown)
+    record: np.ndarray
+    start: np.ndarray
+
+
+def record_windows(name: str, cfg: BedsideConfig, hop: int, data_dir=None) -> WindowSet:
+    rec = load_record(name, data_dir)
+    sig, _ = model_input(LEAD_CONTRACT, cfg.dsp, rec)
+    starts = window_starts(sig.shape[1], cfg.window, hop)
+    beats = np.round(rec.beats.samples * cfg.dsp.fs / rec.fs).astype(np.int64)
+    aami = rec.beats.aami()
+    ys, ws = [], []
+    for cls in ABNORMAL:
+        core = window_targets(starts, cfg.window, beats, aami, cls, cfg.margin)
+        anywhere = window_targets(starts, cfg.window, beats, aami, cls, 0)
+        unknown = anywhere & ~core
+        if cls == "V":
+            unknown |= window_targets(starts, cfg.window, beats, aami, "F", 0) & ~core
+        ys.append(core)
+        ws.append(~unknown)
+    idx = starts[:, None] + np.arange(cfg.window)[None, :]
+    x = normalise_window(np.transpose(sig[:, idx], (1, 0, 2)), cfg.dsp.norm_eps)
+    return WindowSet(
+        x=x.astype(np.float32),
+        y=np.stack(ys, 1).astype(np.float32),
+        w=np.stack(ws, 1).astype(np.float32),
+        record=np.full(len(starts), name),
+        start=starts,
+    )
+
+
+def concat(parts: list[WindowSet]) -> WindowSet:
+    return WindowSet(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("x", "y", "w", "record", "start")))
+
+
+def ds1_split(cfg: BedsideConfig, data_dir=None) -> tuple[WindowSet, WindowSet]:
+    """DS1 minus the validation records (dense training hop) and the validation records (runtime hop)."""
+    train = [record_windows(r, cfg, cfg.train_hop, data_dir) for r in DS1 if r not in cfg.val_records]
+    val = [record_windows(r, cfg, cfg.hop, data_dir) for r in cfg.val_records]
+    return concat(train), concat(val)
+
+
+def balanced_p(y: np.ndarray) -> np.ndarray:
+    """Sampling probabilities giving S windows, V windows and the rest a third of each epoch each."""
+    groups = np.where(y[:, 0] > 0, 0, np.where(y[:, 1] > 0, 1, 2))
+    counts = np.bincount(groups, minlength=3).astype(float)
+    p = 1.0 / np.maximum(counts[groups], 1)
+    return p / p.sum()
+
+
+def augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Noise, baseline wander and amplitude/polarity-preserving gain, then the same z-score again."""
+    n, _, t = x.shape
+    tt = np.arange(t)[None, None, :]
+    wander = rng.uniform(0, 0.4, (n, 1, 1)) * np.sin(2 * np.pi * rng.uniform(0.05, 0.5, (n, 1, 1)) * tt / 360 + rng.uniform(0, 6.3, (n, 1, 1)))
+    noise = rng.normal(0, 1, x.shape) * rng.uniform(0, 0.15, (n, 1, 1))
+    gain = rng.uniform(0.8, 1.25, (n, 1, 1))
+    return normalise_window((x * gain + wander + noise).astype(np.float32), 1e-3)
+
+
+def best_threshold(truth: np.ndarray, score: np.ndarray, beta: float = 1.0) -> float:
+    """The probability threshold that maximises F-beta on validation windows."""
+    grid = np.linspace(0.05, 0.95, 91)
+    best, best_f = 0.5, -1.0
+    for t in grid:
+        pred = score >= t
+        tp = np.sum(pred & truth)
+        p = tp / max(pred.sum(), 1)
+        r = tp / max(truth.sum(), 1)
+        f = (1 + beta**2) * p * r / max(beta**2 * p + r, 1e-12)
+        if f > best_f:
+            best, best_f = float(t), float(f)
+    return best
+
+
+def ensure_dir(p: Path) -> Path:
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def train_bedside(cfg: BedsideConfig, train_cfg, out: Path, data_dir=None, epoch_size: int = 12000) -> dict:
+    """Train on DS1 (minus validation records), pick thresholds on the validation records, save a checkpoint."""
+    import torch
+
+    from .model import JointModelConfig
+    from .train import MultiLabelObjective, predict_logits, save_checkpoint, train_model
+
+    train, val = ds1_split(cfg, data_dir)
+    mcfg = JointModelConfig(**{"in_leads": 1, "n_classes": len(ABNORMAL), **cfg.model})
+    objective = MultiLabelObjective(train.y, train.w, val.y, val.w)
+    result = train_model(
+        mcfg, train_cfg, (train.x, train.y), (val.x, val.y), augment=augment, desc="bedside",
+        objective=objective, sample_p=balanced_p(train.y), epoch_size=epoch_size,
+    )
+    logits, _ = predict_logits(result.model, val.x)
+    p_val = torch.sigmoid(logits).numpy()
+    thresholds = {}
+    for k, cls in enumerate(ABNORMAL):
+        known = val.w[:, k] > 0
+        thresholds[cls] = best_threshold(val.y[known, k] > 0, p_val[known, k])
+    ensure_dir(out)
+    meta = {
+        "bedside_config": cfg.to_dict(),
+        "thresholds": thresholds,
+        "train_windows": int(len(train.y)),
+        "val_windows": int(len(val.y)),
+        "train_counts": {c: int(train.y[:, k].sum()) for k, c in enumerate(ABNORMAL)},
+        "val_counts": {c: int(val.y[:, k].sum()) for k, c in enumerate(ABNORMAL)},
+        "train_seconds": result.seconds,
+        "best_epoch": result.best_epoch,
+    }
+    save_checkpoint(out / "checkpoint.pt", result, mcfg, train_cfg, extra={"bedside": meta})
+    return {**meta, "history": result.history}

@@ -1,0 +1,187 @@
+"""Turn a bedside training run into a shipped model folder: weights, card, DS2 metrics, latency."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from stream_ecg.card import CARD_FILE, ModelCard
+from stream_ecg.data import excerpt_dir, load_record
+from stream_ecg.data.mitdb import DS1, DS2
+from stream_ecg.evaluation import score_records
+from stream_ecg.infer import load_model
+from stream_ecg.offline import run_record
+
+from .bedside import ABNORMAL, CLASSES, LEAD_CONTRACT, BedsideConfig, record_windows
+from .export import Deployable, write_model_folder
+from .train import load_checkpoint
+
+INTENDED_USE = (
+    "Research and engineering evaluation of streaming arrhythmia detection on single-lead (MLII-like) "
+    "ambulatory/bedside ECG. Research software, NOT a medical device: not cleared or approved for "
+    "clinical use, not for diagnosis or patient monitoring decisions."
+)
+LIMITS = (
+    "Trained on 18 MIT-BIH DS1 records (1970s Holter recordings of 47 patients, 360 Hz); judged on DS2. "
+    "Paced rhythms are out of scope (paced records excluded). F and Q beats are not classes. Performance "
+    "on other populations, devices, lead placements and noise levels is unknown; 12-lead input is served "
+    "by picking lead II (or the first lead) only."
+)
+
+
+def card_from_run(ckpt: dict, name: str, version: str, command: str) -> dict:
+    meta = ckpt["bedside"]
+    cfg = meta["bedside_config"]
+    mc = ckpt["model_config"]
+    return {
+        "name": name,
+        "version": version,
+        "fs": cfg["dsp"]["fs"],
+        "leads": list(LEAD_CONTRACT.leads),
+        "lead_aliases": {k: list(v) for k, v in LEAD_CONTRACT.aliases.items()},
+        "lead_fallback": LEAD_CONTRACT.fallback,
+        "window": cfg["window"],
+        "hop": cfg["hop"],
+        "classes": list(CLASSES),
+        "abnormal": list(ABNORMAL),
+        "output": "multilabel: probs[normal] = prod(1 - p_abnormal); S and V are independent sigmoids",
+        "thresholds": meta["thresholds"],
+        "dsp": cfg["dsp"],
+        "normalisation": f"per-window, per-lead z-score (std floored at {cfg['dsp']['norm_eps']} mV)",
+        "pooling": mc["pooling"],
+        "pool_kernel": mc["pool_kernel"],
+        "interval_rule": cfg["rule"],
+        "interval_labelling": "each attention interval is re-scored by the model on the window masked to it (+-18 samples); "
+        "label = abnormal class with the highest masked probability, kept if it reaches that class's threshold",
+        "model_config": mc,
+        "training": {
+            "data": "MIT-BIH DS1 (de Chazal 2004) minus validation records",
+            "validation_records": list(cfg["val_records"]),
+            "train_records": [r for r in DS1 if r not in cfg["val_records"]],
+            "windows": {"train": meta["train_windows"], "val": meta["val_windows"]},
+            "train_seconds": meta["train_seconds"],
+            "best_epoch": meta["best_epoch"],
+            "train_config": ckpt["train_config"],
+            "command": command,
+        },
+        "intended_use": INTENDED_USE,
+        "limits": LIMITS,
+    }
+
+
+def check_windows(cfg: BedsideConfig, n: int = 32) -> np.ndarray:
+    """Real windows from the bundled excerpt for the ONNX-vs-torch check."""
+    return record_windows("208", cfg, cfg.hop, excerpt_dir()).x[:n]
+
+
+def measure_latency(model_dir: Path, window: int, repeats: int = 30) -> dict:
+    """Per-window latency (ms), one thread, batch 1 and 32, for onnxruntime and torch."""
+    out = {}
+    for backend in ("onnxruntime", "torch"):
+        model = load_model(model_dir, backend, threads=1)
+        for batch in (1, 32):
+            x = np.random.default_rng(0).normal(size=(batch, len(model.card.leads.leads), window)).astype(np.float32)
+            model.infer(x)
+            t0 = time.perf_counter()
+            for _ in range(repeats):
+                model.infer(x)
+            out[f"{backend}_batch{batch}"] = (time.perf_counter() - t0) / repeats / batch * 1000
+    return out
+
+
+def evaluate_ds2(model_dir: Path, data_dir=None, margin: int = 72) -> dict:
+    """The offline DS2 evaluation through the runtime's own code path (onnxruntime)."""
+    model = load_model(model_dir, "onnxruntime", threads=2)
+    t0 = time.perf_counter()
+    outputs = [run_record(model, load_record(r, data_dir)) for r in DS2]
+    whole = score_records(outputs, model.card, margin)
+    from_5min = score_records(outputs, model.card, margin, skip_s=300.0)
+    return {"whole_record": whole, "from_5_min": from_5min, "seconds": time.perf_counter() - t0}
+
+
+def ship(run: Path, out: Path, name: str, version: str, command: str, data_dir=None, evaluate: bool = True) -> dict:
+    model, ckpt = load_checkpoint(run / "checkpoint.pt")
+    cfg_d = ckpt["bedside"]["bedside_config"]
+    cfg = BedsideConfig(window=cfg_d["window"], hop=cfg_d["hop"], margin=cfg_d["margin"])
+    train_cmd = json.loads((run / "metrics.json").read_text()).get("command", "") if (run / "metrics.json").exists() else ""
+    card = card_from_run(ckpt, name, version, train_cmd)
+    card["export_command"] = command
+    card = write_model_folder(Deployable(model, "multilabel"), out, card, check_windows(cfg))
+    card["latency_ms"] = measure_latency(out, cfg.window)
+    if evaluate:
+        ev = evaluate_ds2(out, data_dir, cfg.margin)
+        w = ev["whole_record"]
+        card["metrics"] = {
+            "ds2": {
+                "beat": {c: {"se": w["beat"][c]["se"], "ppv": w["beat"][c]["ppv"]} for c in ABNORMAL},
+                "window": {c: {k: w["window"][c][k] for k in ("se", "precision", "auc")} for c in ABNORMAL},
+                "beat_from_5_min": {c: {"se": ev["from_5_min"]["beat"][c]["se"], "ppv": ev["from_5_min"]["beat"][c]["ppv"]} for c in ABNORMAL},
+                "evaluation_seconds": ev["seconds"],
+            }
+        }
+        results = Path("docs/results")
+        results.mkdir(parents=True, exist_ok=True)
+        (results / "bedside_ds2.json").write_text(json.dumps({**ev, "model": name, "command": command}, indent=2, default=float))
+    (out / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
+    (out / "README.md").write_text(model_readme(card))
+    ModelCard.from_dict(card)
+    return card
+
+
+def _pct(v) -> str:
+    return "n/a" if v is None or v != v else f"{100 * v:.1f} %"
+
+
+def model_readme(card: dict) -> str:
+    lines = [
+        f"# {card['name']} (v{card['version']})",
+        "",
+        "> " + card["intended_use"],
+        "",
+        "## Contract",
+        f"- input: lead(s) {card['leads']} (aliases {card['lead_aliases']}; fallback: {card['lead_fallback']} lead, flagged), "
+        f"resampled to {card['fs']:g} Hz",
+        f"- window {card['window']} samples ({card['window'] / card['fs']:.2f} s), hop {card['hop']} samples "
+        f"({card['hop'] / card['fs']:.2f} s)",
+        f"- DSP: {card['dsp']}; {card['normalisation']}",
+        f"- classes: {card['classes']} ({card['output']})",
+        f"- thresholds (chosen on the validation records {card['training']['validation_records']}): {card['thresholds']}",
+        f"- attention pooling: {card['pooling']}, kernel {card['pool_kernel']}; interval rule {card['interval_rule']}",
+        f"- interval labels: {card['interval_labelling']}",
+        "",
+        "## Files",
+        *[f"- `{k}` sha256 `{v}`" for k, v in card["files"].items()],
+        "",
+    ]
+    if "metrics" in card:
+        m = card["metrics"]["ds2"]
+        lines += [
+            "## DS2 (inter-patient, never seen in training), offline through the runtime's code path",
+            "",
+            "| class | beat Se | beat +P | window Se | window precision | window AUC |",
+            "| --- | --- | --- | --- | --- | --- |",
+            *[
+                f"| {c} | {_pct(m['beat'][c]['se'])} | {_pct(m['beat'][c]['ppv'])} | {_pct(m['window'][c]['se'])} | "
+                f"{_pct(m['window'][c]['precision'])} | {m['window'][c]['auc']:.3f} |"
+                for c in card["abnormal"]
+            ],
+            "",
+            "de Chazal 2004 (same DS1/DS2 split): VEB Se 77.7 % +P 81.9 %; SVEB Se 75.9 % +P 38.5 %.",
+            "",
+        ]
+    if "latency_ms" in card:
+        lines += ["## Latency per window (ms, one CPU thread)", "", *[f"- {k}: {v:.3f}" for k, v in card["latency_ms"].items()], ""]
+    lines += [
+        "## Reproduce",
+        f"- train: `{card['training']['command']}` ({card['training']['train_seconds']:.0f} s on 2 cores)",
+        f"- export + evaluate: `{card.get('export_command', '')}`",
+        "",
+        "## Limits",
+        card["limits"],
+        "",
+        "Data: MIT-BIH Arrhythmia Database (PhysioNet, ODC-By 1.0).",
+    ]
+    return "\n".join(lines) + "\n"
