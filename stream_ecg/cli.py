@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
@@ -51,14 +54,16 @@ def _log(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def _stop_on_sigterm() -> threading.Event:
-    """An event set by SIGTERM/SIGINT, so subscriber commands end cleanly under systemd or Ctrl-C."""
-    import signal
-
+@contextlib.contextmanager
+def _until_signal() -> Iterator[threading.Event]:
+    """An event SIGTERM/SIGINT set, so long-running commands end cleanly under systemd or Ctrl-C."""
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    return stop
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @app.command()
@@ -114,10 +119,10 @@ def replay(
     """Play WFDB records as live bedside streams into a worker."""
     from .replay import ReplayError, load_beds, replay as run_replay
 
-    stop = _stop_on_sigterm()
     bed_list = load_beds(_records(records), data, beds, prefix)
     try:
-        stats = run_replay(connect, bed_list, chunk_ms, speed, seconds, loop, prefill_s, stop=stop)
+        with _until_signal() as stop:
+            stats = run_replay(connect, bed_list, chunk_ms, speed, seconds, loop, prefill_s, stop=stop)
     except ReplayError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(1) from None
@@ -137,11 +142,11 @@ def subscribe(
     """Watch results: a live terminal dashboard per bed, or JSON lines for piping."""
     from .subscribe import run_dashboard, run_jsonl
 
-    stop = _stop_on_sigterm()
-    if jsonl:
-        run_jsonl(connect, stream, duration=duration, stop=stop)
-    else:
-        run_dashboard(connect, stream, duration, stop, console)
+    with _until_signal() as stop:
+        if jsonl:
+            run_jsonl(connect, stream, duration=duration, stop=stop)
+        else:
+            run_dashboard(connect, stream, duration, stop, console)
 
 
 @app.command()
@@ -155,8 +160,8 @@ def record(
     """Write published abnormal-beat intervals as WFDB annotations (V for V, A for S) for rdann/bxb."""
     from .record import run_record
 
-    stop = _stop_on_sigterm()
-    written = run_record(connect, out, stream, extension, duration, stop)
+    with _until_signal() as stop:
+        written = run_record(connect, out, stream, extension, duration, stop)
     for sid, path in written.items():
         console.print(f"{sid}: {path}")
     if not written:
@@ -255,23 +260,24 @@ def _live_demo(model_dir: Path, data: Path | None, chunk_ms: float, speed: float
     served = worker.start()
     card = worker.card
     beds = load_beds(EXCERPT_RECORDS, data, prefix="demo")
-    stop, ready = _stop_on_sigterm(), threading.Event()
+    ready = threading.Event()
 
-    def play() -> None:
+    def play(stop: threading.Event) -> None:
         ready.wait(5)  # the dashboard has subscribed
         replay(worker.ingest_endpoint, beds, chunk_ms, speed, loop=True, prefill_s=card.window / card.fs,
                stagger_s=card.hop / card.fs, progress=False, stop=stop)
 
-    player = threading.Thread(target=play, daemon=True)
-    player.start()
     console.print(f"[bold]stream-ecg live demo[/]: {card.name} {card.version}, {len(beds)} beds from the MIT-BIH excerpt, {duration:g} s")
-    try:
-        run_dashboard(worker.publish_endpoint, None, duration, stop, console, ready)
-    finally:
-        stop.set()
-        player.join(15)
-        worker.stop()
-        served.join(30)
+    with _until_signal() as stop:
+        player = threading.Thread(target=play, args=(stop,), daemon=True)
+        player.start()
+        try:
+            run_dashboard(worker.publish_endpoint, None, duration, stop, console, ready)
+        finally:
+            stop.set()
+            player.join(15)
+            worker.stop()
+            served.join(30)
 
 
 @data_app.command("fetch")

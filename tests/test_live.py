@@ -135,6 +135,22 @@ def sample(text: str, name: str, labels: str = "") -> float:
     return float(m.group(1)) if m else 0.0
 
 
+def looping_replay(w: Worker, record: str):
+    """One bed at 10x, looping, with a window of prefill, until the returned function is called."""
+    ev = threading.Event()
+    t = threading.Thread(
+        target=replay, args=(w.ingest_endpoint, load_beds([record])),
+        kwargs=dict(speed=10.0, loop=True, prefill_s=6.0, progress=False, stop=ev), daemon=True,
+    )
+    t.start()
+
+    def stop() -> None:
+        ev.set()
+        t.join(15)
+
+    return stop
+
+
 def offline_probs(model, rec, lo: int, hi: int, starts) -> np.ndarray:
     """The batch path: preprocess the record once, cut the same windows, normalise, infer."""
     idx, _ = model.card.leads.pick(rec.leads)
@@ -269,15 +285,9 @@ def test_subscribe_jsonl_prints_one_object_per_message(live):
 
 def test_subscribe_cli_jsonl(live):
     w, col, _ = live()
-
-    def later() -> None:
-        time.sleep(1.0)
-        replay(w.ingest_endpoint, load_beds(["100"]), speed=0, seconds=10, progress=False)
-
-    t = threading.Thread(target=later, daemon=True)
-    t.start()
+    stop = looping_replay(w, "100")
     result = runner.invoke(app, ["subscribe", "--connect", w.publish_endpoint, "--jsonl", "--duration", "4"])
-    t.join(10)
+    stop()
     assert result.exit_code == 0, result.output
     objs = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
     assert objs and {o["kind"] for o in objs} <= {"result", "status"}
@@ -310,16 +320,10 @@ def test_record_writes_annotations_rdann_reads_back(live, tiny_model_dir, tmp_pa
 def test_record_cli_writes_files(live, tiny_model_dir, tmp_path):
     eager = edited_model(tiny_model_dir, tmp_path / "eager", thresholds={"S": 0.0, "V": 0.0})
     w, col, _ = live(eager)
-
-    def later() -> None:
-        time.sleep(1.0)
-        replay(w.ingest_endpoint, load_beds(["208"]), speed=0, seconds=12, progress=False)
-
-    t = threading.Thread(target=later, daemon=True)
-    t.start()
+    stop = looping_replay(w, "208")
     out = tmp_path / "rec"
     result = runner.invoke(app, ["record", "--connect", w.publish_endpoint, "--out", str(out), "--duration", "4"])
-    t.join(10)
+    stop()
     assert result.exit_code == 0, result.output
     ann = wfdb.rdann(str(out / "bed-000-208"), "sea")
     assert len(ann.sample) > 0

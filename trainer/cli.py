@@ -51,7 +51,7 @@ def train(
 
 
 # The shipped model's architecture: a small U-Net and classifier (see docs/results.md).
-BEDSIDE_MODEL = dict(seg_widths=(4, 8, 16, 32), cls_widths=(8, 16, 32, 64))
+BEDSIDE_MODEL = dict(seg_widths=(4, 8, 16, 32), cls_widths=(8, 16, 32, 64), decimate=3)
 
 
 def _train_paper_fold(method, kernel, tcfg, out, data, seed, test_fold) -> dict:
@@ -80,6 +80,38 @@ def _scatter(maps: np.ndarray, idx: np.ndarray, ds) -> np.ndarray:
     full = np.zeros((len(ds.y), maps.shape[-1]), np.float32)
     full[idx] = maps
     return full
+
+
+@app.command()
+def export(
+    run: Path = typer.Option(Path("runs/bedside"), help="Training run folder (checkpoint.pt, metrics.json)."),
+    out: Path = typer.Option(Path("edge_models/bedside-v1"), help="Model folder to write."),
+    name: str = typer.Option("bedside-v1"),
+    version: str = typer.Option("1.0.0"),
+    data: Path | None = typer.Option(None, help="MIT-BIH directory for the DS2 evaluation."),
+    evaluate: bool = typer.Option(True, help="Evaluate on DS2 and put the metrics in the card."),
+    make_default: bool = typer.Option(True, help="Write edge_models/DEFAULT naming this model."),
+    tensorrt: bool = typer.Option(False, help="Also compile with Torch-TensorRT (needs an NVIDIA GPU)."),
+    fp16: bool = typer.Option(False, help="TensorRT: allow fp16 (attention pooling stays fp32)."),
+) -> None:
+    """Export ONNX + torch.export (+ Torch-TensorRT) with the model card; evaluate on DS2."""
+    from .ship import ship
+
+    card = ship(run, out, name, version, _command(), data, evaluate)
+    if make_default and out.parent.name == "edge_models":
+        (out.parent / "DEFAULT").write_text(out.name + "\n")
+    typer.echo(json.dumps({k: card[k] for k in ("name", "files", "latency_ms", "metrics") if k in card}, indent=2, default=float))
+    if tensorrt:
+        from stream_ecg.infer import EXPORTED_FILE
+
+        from .export import ExportError, compile_tensorrt
+
+        try:
+            path = compile_tensorrt(out / EXPORTED_FILE, len(card["leads"]), card["window"], out / "model_trt.ep", fp16)
+        except ExportError as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(code=2) from exc
+        typer.echo(f"TensorRT module: {path}")
 
 
 @experiment_app.command("paper")

@@ -1,0 +1,102 @@
+"""The model folder contract: card validation, backends agreeing, mismatches refused, TensorRT honest."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from stream_ecg.card import CardError, LeadContract, default_model_dir, load_card
+from stream_ecg.data import excerpt_dir, load_record
+from stream_ecg.dsp import normalise_window, preprocess
+from stream_ecg.infer import BackendUnavailable, cuda_problem, load_model
+
+
+def excerpt_windows(card, n=16):
+    rec = load_record("208", excerpt_dir())
+    idx, _ = card.leads.pick(rec.leads)
+    sig = preprocess(rec.signal[idx], rec.fs, card.dsp)
+    return normalise_window(np.stack([sig[:, s : s + card.window] for s in range(0, n * card.hop, card.hop)]), card.dsp.norm_eps)
+
+
+def test_card_validates_and_lists_checksums(tiny_model_dir):
+    card = load_card(tiny_model_dir)
+    assert card.fs == 360.0 and card.window == 2000 and card.hop == 360
+    assert set(card.files) == {"model.onnx", "model.pt2"}
+    assert card.abnormal == ("S", "V")
+
+
+def test_onnx_and_torch_agree_on_bundled_windows(tiny_model_dir):
+    onnx, torch_model = load_model(tiny_model_dir, "onnxruntime"), load_model(tiny_model_dir, "torch")
+    x = excerpt_windows(onnx.card)
+    p1, a1 = onnx.infer(x)
+    p2, a2 = torch_model.infer(x)
+    assert p1.shape == (16, 3) and a1.shape == (16, 2000)
+    assert np.abs(p1 - p2).max() <= 1e-4 and np.abs(a1 - a2).max() <= 1e-4 * max(1.0, float(np.abs(a2).max()))
+
+
+def test_tampered_weights_are_refused(tiny_model_dir, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_model_dir, bad)
+    with open(bad / "model.onnx", "ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(CardError, match="sha256"):
+        load_model(bad)
+
+
+def test_card_that_disagrees_with_the_model_is_refused(tiny_model_dir, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_model_dir, bad)
+    card = json.loads((bad / "card.json").read_text())
+    card["window"] = 1000
+    (bad / "card.json").write_text(json.dumps(card))
+    with pytest.raises(BackendUnavailable, match="do not belong together"):
+        load_model(bad)
+
+
+def test_malformed_card_is_a_card_error(tmp_path):
+    (tmp_path / "card.json").write_text("{not json")
+    with pytest.raises(CardError):
+        load_card(tmp_path)
+    with pytest.raises(CardError, match="no card.json"):
+        load_card(tmp_path / "nowhere")
+
+
+def test_lead_contract_picks_by_name_alias_and_fallback():
+    c = LeadContract(leads=("MLII",), aliases={"MLII": ("II", "ECG1")}, fallback="first")
+    assert c.pick(("V1", "MLII")) == ([1], False)  # record 114 stores MLII second
+    assert c.pick(("I", "ii", "III")) == ([1], False)  # 12-lead: lead II by alias, any case
+    assert c.pick(("ECG 1", "ECG 2")) == ([0], False)
+    assert c.pick(("V5", "V2")) == ([0], True)  # records 102/104: served, flagged
+    with pytest.raises(CardError):
+        LeadContract(leads=("MLII",), fallback="refuse").pick(("V5", "V2"))
+
+
+@pytest.mark.skipif(cuda_problem() is None, reason="CUDA present: the refusal path does not apply")
+def test_tensorrt_without_cuda_says_why_and_names_the_onnx_route(tiny_model_dir):
+    with pytest.raises(BackendUnavailable) as err:
+        load_model(tiny_model_dir, "tensorrt")
+    assert "trtexec --onnx=" in str(err.value) and "model.onnx" in str(err.value)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(cuda_problem() is not None, reason="needs an NVIDIA GPU with CUDA")
+def test_tensorrt_matches_onnx_on_gpu(tiny_model_dir):  # pragma: no cover - runs only where CUDA exists
+    trt, onnx = load_model(tiny_model_dir, "tensorrt"), load_model(tiny_model_dir, "onnxruntime")
+    x = excerpt_windows(onnx.card, 8)
+    assert np.abs(trt.infer(x)[0] - onnx.infer(x)[0]).max() <= 1e-3
+
+
+def test_shipped_default_model_is_consistent():
+    try:
+        model_dir = default_model_dir()
+    except CardError:
+        pytest.skip("no model shipped in edge_models/ yet")
+    onnx, torch_model = load_model(model_dir, "onnxruntime"), load_model(model_dir, "torch")
+    card = json.loads((model_dir / "card.json").read_text())
+    for key in ("fs", "leads", "window", "hop", "classes", "files", "metrics"):
+        assert key in card
+    for cls in ("V", "S"):
+        assert 0 <= card["metrics"]["ds2"]["beat"][cls]["se"] <= 1
+    x = excerpt_windows(onnx.card)
+    assert np.abs(onnx.infer(x)[0] - torch_model.infer(x)[0]).max() <= 1e-4

@@ -1,0 +1,74 @@
+"""Interval labelling and merging, and the beat/window scoring, on hand-made cases with known answers."""
+
+import numpy as np
+import pytest
+
+from stream_ecg.card import load_card
+from stream_ecg.postprocess import IntervalMerger, LabelledInterval, label_intervals
+from stream_ecg.scoring import beat_counts, detection_metrics, window_targets
+
+TOL = 54  # 150 ms at 360 Hz
+
+
+def test_merger_reports_each_beat_once_and_forgets_old_ones():
+    m = IntervalMerger(horizon=1000)
+    assert len(m.add([LabelledInterval(100, 200, "V", 0.7)])) == 1
+    assert m.add([LabelledInterval(120, 210, "V", 0.9)]) == []  # same beat seen from the next window
+    assert len(m.add([LabelledInterval(120, 210, "S", 0.9)])) == 1  # other class: its own report
+    assert m.seen[0][3] == 0.9  # the best score is kept
+    m.add([LabelledInterval(5000, 5100, "V", 0.8)])
+    assert all(s[0] >= 4000 for s in m.seen)  # bounded memory
+
+
+def test_label_intervals_masks_each_candidate_and_takes_its_class(tiny_model_dir):
+    card = load_card(tiny_model_dir)
+    x = np.random.default_rng(0).normal(size=(2, 1, 2000)).astype(np.float32)
+    att = np.zeros((2, 2000), np.float32)
+    att[0, 300:400] = 1.0
+    att[0, 1200:1300] = 1.0
+    att[1, 500:600] = 1.0
+    probs = np.array([[0.1, 0.2, 0.9], [0.9, 0.1, 0.1]], np.float32)  # only window 0 alarms
+    seen = []
+
+    def infer(batch):
+        seen.append(batch.copy())
+        # candidate 0 looks supraventricular, candidate 1 ventricular
+        return np.array([[0.1, 0.8, 0.3], [0.1, 0.2, 0.95]], np.float32), np.zeros((len(batch), 2000), np.float32)
+
+    out = label_intervals(card, infer, x, probs, att)
+    assert [(iv.start, iv.end, iv.label) for iv in out[0]] == [(300, 400, "S"), (1200, 1300, "V")]
+    assert out[1] == []
+    masked = seen[0]
+    assert masked.shape == (2, 1, 2000)
+    assert np.all(masked[0, :, :282] == 0) and np.all(masked[0, :, 418:] == 0)
+    np.testing.assert_array_equal(masked[0, :, 282:418], x[0, :, 282:418])
+
+
+def test_window_targets_with_margin():
+    starts = np.array([0, 1000])
+    beats, cls = np.array([50, 1500]), np.array(["V", "V"])
+    assert window_targets(starts, 1000, beats, cls, "V").tolist() == [True, True]
+    assert window_targets(starts, 1000, beats, cls, "V", margin=72).tolist() == [False, True]  # 50 is in the margin
+    assert window_targets(np.array([500]), 1000, beats, cls, "V", margin=72).tolist() == [False]
+    assert window_targets(starts, 1000, beats, cls, "N").tolist() == [False, False]
+
+
+def test_beat_counts_miss_false_alarm_and_the_150ms_edge():
+    beats = np.array([1000, 2000, 3000, 4000])
+    cls = np.array(["V", "V", "N", "V"])
+    intervals = [
+        LabelledInterval(980, 1020, "V", 0.9),  # finds beat 1000
+        LabelledInterval(2000 + TOL, 2100, "V", 0.9),  # starts exactly 150 ms after beat 2000: still a match
+        LabelledInterval(2990, 3010, "V", 0.9),  # false alarm on a normal beat
+        LabelledInterval(3900, 3950, "S", 0.9),  # wrong class: does not find beat 4000
+    ]
+    c = beat_counts(beats, cls, intervals, "V", TOL)
+    assert (c.beats_found, c.beats, c.intervals_confirmed, c.intervals) == (2, 3, 2, 3)
+    late = beat_counts(beats, cls, [LabelledInterval(2000 + TOL + 1, 2100, "V", 0.9)], "V", TOL)
+    assert late.beats_found == 0 and late.intervals_confirmed == 0
+    assert c.summary()["se"] == pytest.approx(2 / 3) and c.summary()["ppv"] == pytest.approx(2 / 3)
+
+
+def test_detection_metrics():
+    m = detection_metrics(np.array([1, 1, 0, 0], bool), np.array([0.9, 0.2, 0.8, 0.1]), 0.5)
+    assert (m["se"], m["precision"], m["auc"]) == (0.5, 0.5, 0.75)
