@@ -242,6 +242,7 @@ def run_bench(model_dir: Path | str, backends: list[str] | tuple[str, ...] = ("o
               settings: BenchSettings = BenchSettings()) -> dict:
     """The whole bench; the first backend's numbers are at the top level, every backend under "runs"."""
     model_dir = Path(model_dir)
+    load_start = os.getloadavg()[0]
     runs = [_bench_backend(model_dir, b, settings) for b in backends]
     if settings.baseline:
         baseline = run_baseline(settings.baseline_seconds, settings.baseline_threads)
@@ -253,6 +254,7 @@ def run_bench(model_dir: Path | str, backends: list[str] | tuple[str, ...] = ("o
     out = dict(runs[0])
     out["runs"] = runs
     out["memory"] = stream_memory(model_dir, settings.memory_streams) if settings.memory_streams else None
-    out["machine"] = {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)}
+    # Other work on the machine moves these numbers: the load before and after says how much there was.
+    out["machine"] = {"cpus": os.cpu_count(), "load_avg_1m_start": round(load_start, 2), "load_avg_1m_end": round(os.getloadavg()[0], 2)}
     out["command_settings"] = {k: getattr(settings, k) for k in settings.__dataclass_fields__}
     return out

@@ -31,6 +31,7 @@ def train(
     kernel: int = typer.Option(151, help="Attention pooling kernel (odd, samples at 360 Hz)."),
     seed: int = typer.Option(0),
     test_fold: int = typer.Option(0, min=0, max=4, help="paper: which of the 5 stratified folds is held out."),
+    model: str = typer.Option("{}", help='JSON overrides of the model config, e.g. \'{"cls_kernel": 9}\'.'),
 ) -> None:
     """Train the joint model end-to-end with window/segment labels only; saves checkpoint.pt + metrics.json."""
     from .train import TrainConfig
@@ -39,7 +40,7 @@ def train(
     if task == "bedside":
         from .bedside import BedsideConfig, train_bedside
 
-        cfg = BedsideConfig(model={**BEDSIDE_MODEL, "pool_kernel": kernel})
+        cfg = BedsideConfig(model={**BEDSIDE_MODEL, "pool_kernel": kernel, **json.loads(model)})
         report = train_bedside(cfg, tcfg, out, data, epoch_size=epoch_size)
     elif task == "paper":
         report = _train_paper_fold(method, kernel, tcfg, out, data, seed, test_fold)
@@ -138,6 +139,16 @@ def experiment_paper(
     )
     report = run_paper_experiment(cfg, out, data, _command())
     typer.echo(json.dumps({k: report[k] for k in ("segment_split", "record_split", "kernel_ablation")}, indent=2))
+
+
+@app.command()
+def report(results: Path = typer.Option(Path("docs/results"), help="Folder with the JSON results.")) -> None:
+    """Regenerate docs/results.md from the committed JSON results."""
+    from .report import render
+
+    out = results.parent / "results.md"
+    out.write_text(render(results))
+    typer.echo(f"wrote {out}")
 
 
 if __name__ == "__main__":  # pragma: no cover
