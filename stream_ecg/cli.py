@@ -217,20 +217,21 @@ def demo(
     speed: float = typer.Option(1.0, min=0.0, help="Replay speed of the live demo (1 = real time)."),
     model: Path | None = typer.Option(None, help="Model folder; default: the shipped edge_models/DEFAULT."),
     dsp_only: bool = typer.Option(False, help="Skip the live demo: stream one record through the DSP and summarise."),
-    record: str = typer.Option("208", help="Record for the DSP summary."),
+    record: str | None = typer.Option(None, help="Record for the DSP summary [default: 208]; giving it selects the summary."),
     data: Path | None = typer.Option(None, help="WFDB directory; default: the bundled MIT-BIH excerpt."),
     chunk_ms: float = typer.Option(250.0, min=1.0, help="Chunk length a bed gateway would send, in ms."),
-    window: int = typer.Option(2000, min=16, help="Window length in model samples (DSP summary)."),
-    hop: int = typer.Option(360, min=1, help="Hop between windows in model samples (DSP summary)."),
+    window: int | None = typer.Option(None, min=16, help="DSP summary window in model samples [default: 2000]; selects the summary."),
+    hop: int | None = typer.Option(None, min=1, help="DSP summary hop in model samples [default: 360]; selects the summary."),
 ) -> None:
     """Live: serve the shipped model, replay the bundled excerpt as beds, show the dashboard for --duration s.
 
-    Without a shipped model (or with --dsp-only) it streams one record through the wire codec and the
-    streaming DSP and summarises what a model would see.
+    With --dsp-only, --record, --window or --hop (the DSP summary's options), or without a shipped
+    model, it streams one record through the wire codec and the streaming DSP and summarises what a
+    model would see.
     """
     from .card import CardError, default_model_dir, load_card
 
-    if not dsp_only:
+    if not (dsp_only or record is not None or window is not None or hop is not None):
         try:
             model_dir = model if model is not None else default_model_dir()
             load_card(model_dir)
@@ -239,6 +240,7 @@ def demo(
         else:
             _live_demo(model_dir, data, chunk_ms, speed, duration)
             return
+    record, window, hop = record or "208", window or 2000, hop or 360
     from .demo import run_dsp_demo
 
     summary = run_dsp_demo(record=record, data_dir=data, chunk_ms=chunk_ms, window=window, hop=hop)

@@ -107,37 +107,17 @@ def localisation(data: PaperSegments, maps: np.ndarray, rule: IntervalRule, idx:
     return total.summary(), grades
 
 
-def run_paper_experiment(cfg: PaperExperimentConfig, out_dir: Path, data_dir: Path | None, command: str) -> dict:
-    """The whole experiment; writes paper_protocol.json, localisation.json and overlay pictures."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    data = paper_dataset(data_dir)
-    print(f"paper segments: {int(np.sum(data.y == 0))} PVC, {int(np.sum(data.y == 1))} APB (paper: 2627, 356)", flush=True)
-    t0 = time.perf_counter()
-    seg_splits = segment_splits(data, cfg.folds, cfg.seed)
-    rec_splits = record_splits(data, cfg.folds, cfg.seed)
-    report: dict = {"segment_split": {}, "record_split": {}, "kernel_ablation": {}, "details": {}}
-    maps: dict[str, np.ndarray] = {}
-    for method in cfg.methods:
-        base, sparsity = VARIANTS.get(method, (method, 0.0))
-        mcfg = JointModelConfig.for_method(base, **cfg.model)
-        tcfg = replace(cfg.train, sparsity=sparsity)
-        res = cross_validate(data, mcfg, tcfg, seg_splits, by_record=False, label=f"{method}/segment")
-        report["segment_split"][method] = res["summary"]
-        report["details"][f"segment/{method}"] = res["folds"]
-        maps[method] = res["maps"]
-        res = cross_validate(data, mcfg, tcfg, rec_splits, by_record=True, label=f"{method}/record")
-        report["record_split"][method] = res["summary"]
-        report["details"][f"record/{method}"] = res["folds"]
+def _jobs(cfg: PaperExperimentConfig) -> list[tuple[str, str]]:
+    """(section, key) in the order they run: the paper's table first, then the ablation, then record folds."""
     base_kernel = JointModelConfig(**cfg.model).pool_kernel
-    for kernel in cfg.kernels:
-        if kernel == base_kernel and "l2" in report["segment_split"]:
-            report["kernel_ablation"][str(kernel)] = report["segment_split"]["l2"]
-            continue
-        mcfg = JointModelConfig.for_method("l2", **{**cfg.model, "pool_kernel": kernel})
-        res = cross_validate(data, mcfg, cfg.train, seg_splits, by_record=False, label=f"l2-k{kernel}/segment")
-        report["kernel_ablation"][str(kernel)] = res["summary"]
-        report["details"][f"kernel/{kernel}"] = res["folds"]
-    report["config"] = {
+    jobs = [("segment_split", m) for m in cfg.methods]
+    jobs += [("kernel_ablation", str(k)) for k in cfg.kernels if k != base_kernel]
+    jobs += [("record_split", m) for m in cfg.methods]
+    return jobs
+
+
+def _config_dict(cfg: PaperExperimentConfig, data: PaperSegments) -> dict:
+    return {
         "model": JointModelConfig.for_method("l2", **cfg.model).to_dict(),
         "train": cfg.train.to_dict(),
         "variants": {k: {"method": v[0], "sparsity": v[1]} for k, v in VARIANTS.items()},
@@ -145,23 +125,71 @@ def run_paper_experiment(cfg: PaperExperimentConfig, out_dir: Path, data_dir: Pa
         "seed": cfg.seed,
         "segments": {"PVC": int(np.sum(data.y == 0)), "APB": int(np.sum(data.y == 1))},
     }
-    report["wall_seconds"] = time.perf_counter() - t0
-    report["command"] = command
-    (out_dir / "paper_protocol.json").write_text(json.dumps(report, indent=2))
-    attention_methods = [m for m in maps if VARIANTS.get(m, (m,))[0] in ("l2", "relu_max")]
-    if attention_methods:
-        loc_all = {}
-        for method in attention_methods:
-            loc, grades = localisation(data, maps[method], cfg.rule)
-            loc_all[method] = loc
-            from .figures import overlay_examples
 
-            overlay_examples(data, maps[method], np.asarray(grades), cfg.rule, out_dir / "figures" / method)
-        main = "l2_sparse" if "l2_sparse" in loc_all else attention_methods[-1]
+
+def run_paper_experiment(cfg: PaperExperimentConfig, out_dir: Path, data_dir: Path | None, command: str) -> dict:
+    """The whole experiment; writes paper_protocol.json after every cross-validation (so an interrupted
+    run resumes where it stopped, with the same configuration), localisation.json and overlay pictures."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = paper_dataset(data_dir)
+    print(f"paper segments: {int(np.sum(data.y == 0))} PVC, {int(np.sum(data.y == 1))} APB (paper: 2627, 356)", flush=True)
+    seg_splits = segment_splits(data, cfg.folds, cfg.seed)
+    rec_splits = record_splits(data, cfg.folds, cfg.seed)
+    path = out_dir / "paper_protocol.json"
+    config = _config_dict(cfg, data)
+    report: dict = {"segment_split": {}, "record_split": {}, "kernel_ablation": {}, "details": {}, "wall_seconds": 0.0}
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old.get("config") == config:
+            report = old
+            print("resuming: " + ", ".join(f"{s}/{k}" for s, k in _jobs(cfg) if k in old.get(s, {})), flush=True)
+    report.update(config=config, command=command)
+    base_kernel = JointModelConfig(**cfg.model).pool_kernel
+    maps_dir = out_dir / "maps"
+    for section, key in _jobs(cfg):
+        if key in report[section]:
+            continue
+        t0 = time.perf_counter()
+        if section == "kernel_ablation":
+            mcfg, tcfg = JointModelConfig.for_method("l2", **{**cfg.model, "pool_kernel": int(key)}), cfg.train
+        else:
+            base, sparsity = VARIANTS.get(key, (key, 0.0))
+            mcfg, tcfg = JointModelConfig.for_method(base, **cfg.model), replace(cfg.train, sparsity=sparsity)
+        splits = rec_splits if section == "record_split" else seg_splits
+        res = cross_validate(data, mcfg, tcfg, splits, by_record=section == "record_split", label=f"{key}/{section}")
+        report[section][key] = res["summary"]
+        report["details"][f"{section}/{key}"] = res["folds"]
+        if section == "segment_split" and mcfg.mode == "attention":
+            maps_dir.mkdir(exist_ok=True)
+            np.save(maps_dir / f"{key}.npy", res["maps"].astype(np.float16))
+        if section == "segment_split" and key == "l2" and str(base_kernel) in [str(k) for k in cfg.kernels]:
+            report["kernel_ablation"][str(base_kernel)] = res["summary"]
+        report["wall_seconds"] += time.perf_counter() - t0
+        report["complete"] = all(k in report[s] for s, k in _jobs(cfg))
+        path.write_text(json.dumps(report, indent=2))
+        write_localisation(data, cfg, out_dir, command)
+    return report
+
+
+def write_localisation(data: PaperSegments, cfg: PaperExperimentConfig, out_dir: Path, command: str) -> None:
+    """localisation.json and overlay figures from the saved out-of-fold attention maps."""
+    from .figures import overlay_examples
+
+    loc_all = {}
+    for method in cfg.methods:
+        f = out_dir / "maps" / f"{method}.npy"
+        if not f.exists():
+            continue
+        maps = np.load(f).astype(np.float32)
+        loc, grades = localisation(data, maps, cfg.rule)
+        loc_all[method] = loc
+        if not (out_dir / "figures" / method).exists():
+            overlay_examples(data, maps, np.asarray(grades), cfg.rule, out_dir / "figures" / method)
+    if loc_all:
+        main = "l2_sparse" if "l2_sparse" in loc_all else next(iter(loc_all))
         summary = {**loc_all[main], "method": main, "by_method": loc_all, "rule": cfg.rule.to_dict(), "command": command,
                    "split": "segment split, out-of-fold test windows (every segment graded once)"}
         (out_dir / "localisation.json").write_text(json.dumps(summary, indent=2))
-    return report
 
 
 def command_line() -> str:
