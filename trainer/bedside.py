@@ -20,7 +20,7 @@ from stream_ecg.data.mitdb import DS1
 from stream_ecg.dsp import DspConfig, normalise_window
 from stream_ecg.intervals import IntervalRule
 from stream_ecg.offline import model_input, window_starts
-from stream_ecg.scoring import window_targets
+from stream_ecg.scoring import detection_metrics, window_targets
 
 ABNORMAL = ("S", "V")
 CLASSES = ("normal", *ABNORMAL)
@@ -150,14 +150,16 @@ def train_bedside(cfg: BedsideConfig, train_cfg, out: Path, data_dir=None, epoch
     )
     logits, _ = predict_logits(result.model, val.x)
     p_val = torch.sigmoid(logits).numpy()
-    thresholds = {}
+    thresholds, val_metrics = {}, {}
     for k, cls in enumerate(ABNORMAL):
         known = val.w[:, k] > 0
         thresholds[cls] = best_threshold(val.y[known, k] > 0, p_val[known, k])
+        val_metrics[cls] = detection_metrics(val.y[known, k] > 0, p_val[known, k], thresholds[cls])
     ensure_dir(out)
     meta = {
         "bedside_config": cfg.to_dict(),
         "thresholds": thresholds,
+        "val_metrics": val_metrics,
         "train_windows": int(len(train.y)),
         "val_windows": int(len(val.y)),
         "train_counts": {c: int(train.y[:, k].sum()) for k, c in enumerate(ABNORMAL)},
