@@ -2,8 +2,9 @@
 
 Each candidate interval (from the attention map, `intervals.attention_to_intervals`) is labelled by
 re-running the model on the window masked to that interval (zeros elsewhere, i.e. the window mean
-after z-scoring), all candidates of a batch in one call. The interval takes the abnormal class the
-masked window scores highest, and that probability as its score. Successive windows overlap, so a
+after z-scoring), all candidates of a batch in one call. Among the classes the whole window alarms
+for, the interval takes the one whose masked probability clears its threshold by the largest factor,
+with that probability as its score, and is dropped if it does not clear it. Successive windows overlap, so a
 per-stream `IntervalMerger` reports each beat once.
 """
 
@@ -60,12 +61,15 @@ def label_intervals(
         masked[k, :, lo:hi] = x[i, :, lo:hi]
     mprobs, _ = infer(masked)
     idx = [card.classes.index(c) for c in card.abnormal]
+    thr = np.array([card.thresholds[c] for c in card.abnormal])
+    window_alarm = probs[:, idx] >= thr
     for k, (i, s, e) in enumerate(cand):
         scores = mprobs[k, idx]
-        best = int(np.argmax(scores))
-        label = card.abnormal[best]
-        if scores[best] >= card.thresholds[label]:
-            out[i].append(LabelledInterval(s, e, label, float(scores[best])))
+        # only classes the whole window alarms for; among them, the one that clears its own
+        # threshold by the largest factor (thresholds differ per class, so raw probabilities don't compare)
+        best = int(np.argmax(np.where(window_alarm[i], scores / thr, -np.inf)))
+        if scores[best] >= thr[best]:
+            out[i].append(LabelledInterval(s, e, card.abnormal[best], float(scores[best])))
     return out
 
 

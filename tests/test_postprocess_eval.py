@@ -27,7 +27,7 @@ def test_label_intervals_masks_each_candidate_and_takes_its_class(tiny_model_dir
     att[0, 300:400] = 1.0
     att[0, 1200:1300] = 1.0
     att[1, 500:600] = 1.0
-    probs = np.array([[0.1, 0.2, 0.9], [0.9, 0.1, 0.1]], np.float32)  # only window 0 alarms
+    probs = np.array([[0.1, 0.6, 0.9], [0.9, 0.1, 0.1]], np.float32)  # window 0 alarms for S and V, window 1 not
     seen = []
 
     def infer(batch):
@@ -42,6 +42,20 @@ def test_label_intervals_masks_each_candidate_and_takes_its_class(tiny_model_dir
     assert masked.shape == (2, 1, 2000)
     assert np.all(masked[0, :, :282] == 0) and np.all(masked[0, :, 418:] == 0)
     np.testing.assert_array_equal(masked[0, :, 282:418], x[0, :, 282:418])
+
+
+def test_interval_labels_are_limited_to_the_classes_the_window_alarms_for(tiny_model_dir):
+    card = load_card(tiny_model_dir)
+    x = np.ones((1, 1, 2000), np.float32)
+    att = np.zeros((1, 2000), np.float32)
+    att[0, 300:400] = 1.0
+    probs = np.array([[0.1, 0.2, 0.9]], np.float32)  # only V alarms
+
+    def infer(batch):  # the masked window looks more S than V, but S is not alarmed in this window
+        return np.array([[0.1, 0.9, 0.6]], np.float32), np.zeros((len(batch), 2000), np.float32)
+
+    out = label_intervals(card, infer, x, probs, att)
+    assert [(iv.label, iv.score) for iv in out[0]] == [("V", pytest.approx(0.6))]
 
 
 def test_window_targets_with_margin():

@@ -55,7 +55,7 @@ def card_from_run(ckpt: dict, name: str, version: str, command: str) -> dict:
         "pool_kernel": mc["pool_kernel"],
         "interval_rule": cfg["rule"],
         "interval_labelling": "each attention interval is re-scored by the model on the window masked to it (+-18 samples); "
-        "label = abnormal class with the highest masked probability, kept if it reaches that class's threshold",
+        "label = among the classes the window alarms for, the one whose masked probability clears its threshold by the largest factor; dropped below threshold",
         "model_config": mc,
         "training": {
             "data": "MIT-BIH DS1 (de Chazal 2004) minus validation records",
