@@ -169,6 +169,90 @@ def record(
 
 
 @app.command()
+def evaluate(
+    records: str = typer.Option("excerpt", help="DS2 | DS1 | excerpt | all (every record in --data with .atr) | comma-separated record names."),
+    data: Path | None = typer.Option(None, help="WFDB directory (any PhysioNet database); default: the bundled excerpt for `excerpt`, else MIT-BIH (STREAM_ECG_MITDB or ../shared/data/mitdb)."),
+    model: Path | None = typer.Option(None, help="Model folder; default: the one edge_models/DEFAULT names. With --connect-*, the folder of the model that worker serves."),
+    connect_ingest: str | None = typer.Option(None, help="Ingest endpoint of a running `stream-ecg serve` (with --connect-publish); default: start one in-process on loopback."),
+    connect_publish: str | None = typer.Option(None, help="Publish endpoint of that worker."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the scores as JSON to this file."),
+    report: Path | None = typer.Option(None, help="Write a self-contained HTML report (report.html) into this directory."),
+    also_write_wfdb: Path | None = typer.Option(None, help="Also write the published intervals as WFDB annotations <record>.sea here, for PhysioNet's bxb."),
+    speed: float = typer.Option(0.0, min=0.0, help="0 = as fast as the worker keeps up (paced so its queue never overflows); N = N x real time."),
+    chunk_ms: float = typer.Option(250.0, min=1.0, help="Chunk length the replayed gateways send, in ms."),
+    max_outstanding: int = typer.Option(256, min=1, help="Most windows sent but not yet published (pacing at max speed)."),
+    backend: str = typer.Option("onnxruntime", help="Backend of the in-process worker: onnxruntime | torch | tensorrt."),
+    threads: int = typer.Option(1, min=1, help="Model threads of the in-process worker."),
+    skip_s: float = typer.Option(300.0, min=0.0, help="The from-5-min scores start here (EC57 skips the first 5 min)."),
+    progress: bool = typer.Option(True, help="Show a progress bar while streaming."),
+) -> None:
+    """Score the live path: replay records into a worker, collect every published result, score against the annotations.
+
+    Beat-level Se/+P per AAMI class (EC57 150 ms window, whole record and from 5 min), window-level
+    Se/precision/AUC and confusion matrices, localisation grade I/II/III, alarm latency and
+    throughput. Exits 3 (after writing everything) when windows were lost on the way.
+    """
+    import json
+
+    from .card import CardError
+    from .data import MitdbMissing, RecordNotFound
+    from .infer import BackendUnavailable
+    from .live_eval import EvalSettings, EvaluateError, evaluate as run_evaluate, resolve_records, summarise, write_wfdb
+
+    if (connect_ingest is None) != (connect_publish is None):
+        raise typer.BadParameter("give both --connect-ingest and --connect-publish, or neither")
+    model_dir = _model_dir(model)
+    settings = EvalSettings(chunk_ms=chunk_ms, speed=speed, max_outstanding=max_outstanding, skip_s=skip_s, progress=progress)
+    connect = (connect_ingest, connect_publish) if connect_ingest is not None else None
+    try:
+        names, directory = resolve_records(records, data)
+        run = run_evaluate(names, directory, model_dir, settings, connect, backend, threads)
+    except (EvaluateError, MitdbMissing, RecordNotFound, CardError, BackendUnavailable) as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1 if isinstance(exc, EvaluateError) else 2) from None
+    summary = summarise(run, "stream-ecg " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["evaluate"] else "stream-ecg evaluate")
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(summary, indent=2) + "\n")
+    if report is not None:
+        from .report_html import write_report
+
+        try:
+            console.print(f"report: {write_report(summary, run, report)}")
+        except EvaluateError as exc:
+            console.print(f"[red]{exc}[/]")
+    if also_write_wfdb is not None:
+        written = write_wfdb(run, also_write_wfdb)
+        console.print(f"WFDB annotations: {len(written)} files in {also_write_wfdb} (e.g. bxb -r 100 -a atr sea -f 0)")
+    _print_evaluation(summary)
+    if summary["drops"]["windows_missing"]:
+        raise typer.Exit(3)
+
+
+def _print_evaluation(s: dict) -> None:
+    def pct(v) -> str:
+        return "n/a" if v is None else f"{100 * v:.1f}"
+
+    table = Table(title=f"stream-ecg evaluate: {len(s['records'])} records, model {s['model']['name']} {s['model']['version']}")
+    for col in ("class", "beats", "Se %", "+P %", "Se % (5 min on)", "+P % (5 min on)", "window Se %", "window prec %", "AUC"):
+        table.add_column(col, justify="right")
+    for c in ("V", "S"):
+        b, f, w = s["beat"][c], s["from_5_min"]["beat"][c], s["window"].get(c, {})
+        auc = w.get("auc")
+        table.add_row(c, str(b["beats"]), pct(b["se"]), pct(b["ppv"]), pct(f["se"]), pct(f["ppv"]),
+                      pct(w.get("se")), pct(w.get("precision")), "n/a" if auc is None else f"{auc:.3f}")
+    console.print(table)
+    g, lat, d = s["grade"], s["alarm_latency_s"], s["drops"]
+    console.print(f"grade I/II/III: {pct(g['I'])} / {pct(g['II'])} / {pct(g['III'])} % of {g['windows']} abnormal windows")
+    fmt = (lambda v: "n/a" if v is None else f"{v:.2f}")
+    console.print(f"alarm latency p50/p95/max: {fmt(lat['p50'])} / {fmt(lat['p95'])} / {fmt(lat['max'])} s over {lat['n']} beats; "
+                  f"{fmt(s['realtime_factor'])} x real time")
+    if d["windows_missing"] or d["refused"]:
+        console.print(f"[red]{d['windows_missing']} of {d['windows_expected']} windows were lost (worker drops {d['worker']}); "
+                      f"refused: {d['refused']}. The scores leave those windows out.[/]")
+
+
+@app.command()
 def bench(
     beds: int = typer.Option(200, min=1, help="Simulated beds (cycling through the bundled excerpt records)."),
     seconds: float = typer.Option(10.0, min=0.5, help="Seconds per phase (real time, then max speed)."),

@@ -88,9 +88,10 @@ def localisation_section(res: Path) -> list[str]:
                    f"{_pct(r['abnormal_hit_rate'])} | {_pct(r['normal_suppression_rate'])} | {r['windows']} |")
     out.append(f"| _paper (L2, graded by eye)_ | {_pct(PAPER_GRADE['I'])} | {_pct(PAPER_GRADE['II'])} | {_pct(PAPER_GRADE['III'])} | | | |")
     out.append("")
-    figs = sorted((res / "figures").glob("*/*.png"))
+    figs = sorted((res / "figures" / d.get("method", "")).glob("*.png")) or sorted((res / "figures").glob("*/*.png"))
     if figs:
-        out += ["Overlays (ECG, attention heat map in red, intervals as blue bars, annotated R peaks dashed):", ""]
+        out += [f"Overlays for `{d.get('method', '')}` (ECG, attention heat map in red, intervals as blue bars, annotated R peaks "
+                "dashed; every method's in `docs/results/figures/`):", ""]
         out += [f"![{f.stem}](results/{f.relative_to(res).as_posix()})" for f in figs[:12]]
         out.append("")
     return out
