@@ -52,7 +52,7 @@ def train(
 
 
 # The shipped model's architecture: a small U-Net and classifier (see docs/results.md).
-BEDSIDE_MODEL = dict(seg_widths=(4, 8, 16, 32), cls_widths=(8, 16, 32, 64), cls_kernel=9, decimate=3)
+BEDSIDE_MODEL = dict(seg_widths=(4, 8, 16, 32), cls_widths=(8, 16, 32, 64), decimate=3)
 
 
 def _train_paper_fold(method, kernel, tcfg, out, data, seed, test_fold) -> dict:
