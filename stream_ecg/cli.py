@@ -180,7 +180,7 @@ def evaluate(
     also_write_wfdb: Path | None = typer.Option(None, help="Also write the published intervals as WFDB annotations <record>.sea here, for PhysioNet's bxb."),
     speed: float = typer.Option(0.0, min=0.0, help="0 = as fast as the worker keeps up (paced so its queue never overflows); N = N x real time."),
     chunk_ms: float = typer.Option(250.0, min=1.0, help="Chunk length the replayed gateways send, in ms."),
-    max_outstanding: int = typer.Option(256, min=1, help="Most windows sent but not yet published (pacing at max speed)."),
+    max_outstanding: int = typer.Option(64, min=1, help="Most windows sent but not yet published (pacing at max speed)."),
     backend: str = typer.Option("onnxruntime", help="Backend of the in-process worker: onnxruntime | torch | tensorrt."),
     threads: int = typer.Option(1, min=1, help="Model threads of the in-process worker."),
     skip_s: float = typer.Option(300.0, min=0.0, help="The from-5-min scores start here (EC57 skips the first 5 min)."),

@@ -203,7 +203,10 @@ def test_a_synthetic_12_lead_250hz_record_flows_through_a_running_worker(model_d
     card = run.card
     assert (rec.lead, rec.output.lead_fallback, rec.fs_in, rec.output.fs) == ("II", False, 250.0, card.fs)
     np.testing.assert_array_equal(rec.output.beat_samples, np.round(samples * card.fs / 250.0))
-    assert rec.windows_missing == 0 and rec.windows_expected == 1 + (int(60 * card.fs) - card.window) // card.hop
+    # the worker's resampler holds back under a second at the end of a stream, which a live stream never flushes
+    n = int(60 * card.fs)
+    assert 1 + (n - int(card.fs) - card.window) // card.hop <= rec.windows_expected <= 1 + (n - card.window) // card.hop
+    assert rec.windows_missing == 0
     assert rec.output.starts.tolist() == list(range(0, rec.windows_expected * card.hop, card.hop))
     s = summarise(run)
     row = s["records"][0]
