@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .card import CardError, ModelCard
-from .dsp import StreamPreprocessor, normalise_window
+from .dsp import StreamPreprocessor, window_input
 from .wire import Chunk
 
 __all__ = [
@@ -190,7 +190,7 @@ class StreamState:
             pos += k
             while self._ring_abs0 + self._filled >= self._next_win + self.window:
                 off = self._next_win - self._ring_abs0
-                x = normalise_window(self.ring[:, off : off + self.window], self.card.dsp.norm_eps)
+                x = window_input(self.ring[:, off : off + self.window], self.card.dsp)
                 flags = tuple(sorted(self._pending)) + self.sticky
                 self._pending.clear()
                 out.append(ReadyWindow(self.stream_id, self._next_win, x, flags, now, chunk.sent_at, chunk_end))

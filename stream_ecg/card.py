@@ -101,6 +101,11 @@ class ModelCard:
         card.validate()
         return card
 
+    @property
+    def channels(self) -> int:
+        """Model input channels: the contract's leads, plus rhythm channels when the DSP adds them."""
+        return self.dsp.channels(len(self.leads.leads))
+
     def validate(self) -> None:
         if self.dsp.fs != self.fs:
             raise CardError(f"card fs={self.fs} but dsp.fs={self.dsp.fs}")
@@ -109,8 +114,12 @@ class ModelCard:
         missing = [c for c in self.abnormal if c not in self.classes or c not in self.thresholds]
         if missing:
             raise CardError(f"abnormal classes {missing} need an entry in classes and thresholds")
-        if self.model_config and self.model_config.get("in_leads", len(self.leads.leads)) != len(self.leads.leads):
-            raise CardError("model_config.in_leads disagrees with the card's leads")
+        channels = self.channels
+        if self.model_config and self.model_config.get("in_leads", channels) != channels:
+            raise CardError(
+                f"model_config.in_leads={self.model_config['in_leads']} but the card's leads and dsp.rhythm "
+                f"make {channels} input channels"
+            )
 
 
 def load_card(model_dir: Path | str, verify_files: bool = True) -> ModelCard:

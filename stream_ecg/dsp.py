@@ -15,6 +15,8 @@ import numpy as np
 import scipy.signal
 import soxr
 
+from .rhythm import RHYTHM_CHANNELS, add_rhythm
+
 __all__ = [
     "DspConfig",
     "DspError",
@@ -25,6 +27,7 @@ __all__ = [
     "filter_chunk",
     "normalise_window",
     "preprocess",
+    "window_input",
 ]
 
 _SOXR_QUALITIES = ("QQ", "LQ", "MQ", "HQ", "VHQ")
@@ -45,6 +48,7 @@ class DspConfig:
     notch_hz: float | None = None
     notch_q: float = 30.0
     norm_eps: float = 1e-3
+    rhythm: bool = False  # append the RR-context channels of `stream_ecg.rhythm` to each window
 
     def __post_init__(self) -> None:
         nyquist = self.fs / 2
@@ -70,6 +74,10 @@ class DspConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def channels(self, n_leads: int) -> int:
+        """Model input channels for n_leads ECG leads."""
+        return n_leads + (len(RHYTHM_CHANNELS) if self.rhythm else 0)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DspConfig:
@@ -262,3 +270,13 @@ def normalise_window(w: np.ndarray, eps: float) -> np.ndarray:
     mean = w64.mean(axis=-1, keepdims=True)
     std = np.maximum(w64.std(axis=-1, keepdims=True), eps)
     return ((w64 - mean) / std).astype(np.float32)
+
+
+def window_input(w: np.ndarray, cfg: DspConfig) -> np.ndarray:
+    """Preprocessed window(s) (..., n_leads, n) -> what the model eats: z-scored leads, then rhythm channels if the card asks."""
+    x = normalise_window(w, cfg.norm_eps)
+    if not cfg.rhythm:
+        return x
+    if x.ndim == 2:
+        return add_rhythm(x[None], cfg.fs)[0]
+    return add_rhythm(x.reshape(-1, *x.shape[-2:]), cfg.fs).reshape(*x.shape[:-2], -1, x.shape[-1])

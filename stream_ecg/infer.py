@@ -46,9 +46,9 @@ class OnnxModel:
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         shape = self.session.get_inputs()[0].shape
-        if len(shape) != 3 or shape[1] != len(card.leads.leads) or shape[2] != card.window:
+        if len(shape) != 3 or shape[1] != card.channels or shape[2] != card.window:
             raise BackendUnavailable(
-                f"{path} takes input {shape} but the card says (batch, {len(card.leads.leads)}, {card.window}): "
+                f"{path} takes input {shape} but the card says (batch, {card.channels}, {card.window}): "
                 "the card and the model do not belong together"
             )
 
@@ -105,7 +105,7 @@ class TensorRTModel(TorchModel):
             import torch_tensorrt
         except ImportError as exc:
             raise BackendUnavailable("tensorrt backend needs torch-tensorrt: pip install 'stream-ecg[tensorrt]'") from exc
-        example = self.torch.zeros(1, len(card.leads.leads), card.window, device="cuda")
+        example = self.torch.zeros(1, card.channels, card.window, device="cuda")
         precisions = {self.torch.float16, self.torch.float32} if fp16 else {self.torch.float32}
         self.module = torch_tensorrt.compile(self.module, ir="dynamo", inputs=[example], enabled_precisions=precisions)
 

@@ -2,7 +2,8 @@
 
 The map is normalised per window (A / max A), thresholded, gaps shorter than `merge_gap` are
 closed and runs shorter than `min_len` are dropped. Each interval's score is its peak normalised
-attention. Pure numpy, no torch, so the runtime can use it as is.
+attention; intervals scoring under `min_score` are dropped (the map's weaker bumps are mostly
+normal neighbours of the abnormal beat). Pure numpy, no torch, so the runtime can use it as is.
 """
 
 from __future__ import annotations
@@ -18,10 +19,13 @@ class IntervalRule:
     min_len: int = 36  # samples; 100 ms at 360 Hz, shorter than any QRS complex
     merge_gap: int = 36  # samples; closes dips inside one beat
     min_peak: float = 1e-6  # a window whose peak attention is below this has no intervals
+    min_score: float = 0.0  # publish only intervals whose peak reaches this fraction of the window's peak
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"threshold={self.threshold} must lie in (0, 1)")
+        if not 0.0 <= self.min_score <= 1.0:
+            raise ValueError(f"min_score={self.min_score} must lie in [0, 1]")
         if self.min_len < 1 or self.merge_gap < 0:
             raise ValueError("min_len must be >= 1 and merge_gap >= 0")
 
@@ -56,7 +60,8 @@ def attention_to_intervals(a: np.ndarray, rule: IntervalRule = IntervalRule()) -
             merged[-1][1] = e
         else:
             merged.append([s, e])
-    return [(int(s), int(e), float(norm[s:e].max())) for s, e in merged if e - s >= rule.min_len]
+    out = [(int(s), int(e), float(norm[s:e].max())) for s, e in merged if e - s >= rule.min_len]
+    return [iv for iv in out if iv[2] >= rule.min_score]
 
 
 def inside_any(positions: np.ndarray, intervals: list[tuple[int, int, float]] | np.ndarray, tol: int = 0) -> np.ndarray:

@@ -10,7 +10,7 @@ import numpy as np
 
 from .data.mitdb import Record
 from .card import LeadContract
-from .dsp import DspConfig, normalise_window, preprocess
+from .dsp import DspConfig, window_input, preprocess
 from .infer import InferenceModel
 from .postprocess import IntervalMerger, LabelledInterval, label_intervals
 
@@ -49,7 +49,7 @@ def run_record(model: InferenceModel, rec: Record, batch: int = 64) -> RecordOut
     probs, published, first_seen = [], [], []
     for i in range(0, len(starts), batch):
         s = starts[i : i + batch]
-        x = normalise_window(np.stack([sig[:, a : a + card.window] for a in s]), card.dsp.norm_eps)
+        x = window_input(np.stack([sig[:, a : a + card.window] for a in s]), card.dsp)
         p, att = model.infer(x)
         probs.append(p)
         for start, ivs in zip(s, label_intervals(card, model.infer, x, p, att)):

@@ -8,7 +8,7 @@ import pytest
 
 from stream_ecg.card import CardError, LeadContract, default_model_dir, load_card
 from stream_ecg.data import excerpt_dir, load_record
-from stream_ecg.dsp import normalise_window, preprocess
+from stream_ecg.dsp import preprocess, window_input
 from stream_ecg.infer import BackendUnavailable, cuda_problem, load_model
 
 
@@ -16,7 +16,7 @@ def excerpt_windows(card, n=16):
     rec = load_record("208", excerpt_dir())
     idx, _ = card.leads.pick(rec.leads)
     sig = preprocess(rec.signal[idx], rec.fs, card.dsp)
-    return normalise_window(np.stack([sig[:, s : s + card.window] for s in range(0, n * card.hop, card.hop)]), card.dsp.norm_eps)
+    return window_input(np.stack([sig[:, s : s + card.window] for s in range(0, n * card.hop, card.hop)]), card.dsp)
 
 
 def test_card_validates_and_lists_checksums(tiny_model_dir):

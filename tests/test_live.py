@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from stream_ecg.card import CardError, default_model_dir, load_card
 from stream_ecg.cli import app
 from stream_ecg.data import excerpt_dir, load_record
-from stream_ecg.dsp import normalise_window, preprocess
+from stream_ecg.dsp import preprocess, window_input
 from stream_ecg.infer import load_model
 from stream_ecg.record import AnnotationRecorder, record_name
 from stream_ecg.replay import load_beds, replay
@@ -155,7 +155,7 @@ def offline_probs(model, rec, lo: int, hi: int, starts) -> np.ndarray:
     """The batch path: preprocess the record once, cut the same windows, normalise, infer."""
     idx, _ = model.card.leads.pick(rec.leads)
     sig = preprocess(rec.signal[idx, lo:hi], rec.fs, model.card.dsp)
-    x = normalise_window(np.stack([sig[:, s : s + model.card.window] for s in starts]), model.card.dsp.norm_eps)
+    x = window_input(np.stack([sig[:, s : s + model.card.window] for s in starts]), model.card.dsp)
     return model.infer(x)[0]
 
 
@@ -331,7 +331,7 @@ def test_record_cli_writes_files(live, tiny_model_dir, tmp_path):
 
 def test_bench_json_has_the_keys(tiny_model_dir):
     result = runner.invoke(app, [
-        "bench", "--beds", "3", "--seconds", "1.5", "--model", str(tiny_model_dir),
+        "bench", "--beds", "3", "--seconds", "3", "--model", str(tiny_model_dir),
         "--baseline-seconds", "1", "--memory-streams", "20", "--json",
     ])
     assert result.exit_code == 0, result.output

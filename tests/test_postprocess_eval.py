@@ -20,42 +20,58 @@ def test_merger_reports_each_beat_once_and_forgets_old_ones():
     assert all(s[0] >= 4000 for s in m.seen)  # bounded memory
 
 
-def test_label_intervals_masks_each_candidate_and_takes_its_class(tiny_model_dir):
+def test_single_alarm_window_labels_its_intervals_without_a_rerun(tiny_model_dir):
     card = load_card(tiny_model_dir)
     x = np.random.default_rng(0).normal(size=(2, 1, 2000)).astype(np.float32)
     att = np.zeros((2, 2000), np.float32)
     att[0, 300:400] = 1.0
-    att[0, 1200:1300] = 1.0
+    att[0, 1200:1300] = 0.6
     att[1, 500:600] = 1.0
-    probs = np.array([[0.1, 0.6, 0.9], [0.9, 0.1, 0.1]], np.float32)  # window 0 alarms for S and V, window 1 not
+    probs = np.array([[0.1, 0.2, 0.9], [0.9, 0.1, 0.1]], np.float32)  # window 0 alarms for V only, window 1 not
+
+    def infer(batch):
+        raise AssertionError("no re-run needed when one class alarms")
+
+    out = label_intervals(card, infer, x, probs, att)
+    assert [(iv.start, iv.end, iv.label) for iv in out[0]] == [(300, 400, "V"), (1200, 1300, "V")]
+    assert [iv.score for iv in out[0]] == [pytest.approx(0.9), pytest.approx(0.9 * 0.6)]
+    assert out[1] == []
+
+
+def test_two_class_alarm_attributes_each_interval_by_removing_it(tiny_model_dir):
+    card = load_card(tiny_model_dir)
+    x = np.random.default_rng(0).normal(size=(1, 1, 2000)).astype(np.float32)
+    att = np.zeros((1, 2000), np.float32)
+    att[0, 300:400] = 1.0
+    att[0, 1200:1300] = 1.0
+    probs = np.array([[0.1, 0.8, 0.9]], np.float32)  # alarms for S and V
     seen = []
 
     def infer(batch):
         seen.append(batch.copy())
-        # candidate 0 looks supraventricular, candidate 1 ventricular
-        return np.array([[0.1, 0.8, 0.3], [0.1, 0.2, 0.95]], np.float32), np.zeros((len(batch), 2000), np.float32)
+        # without candidate 0 the S probability collapses; without candidate 1 the V one does
+        return np.array([[0.5, 0.05, 0.9], [0.5, 0.8, 0.1]], np.float32), np.zeros((len(batch), 2000), np.float32)
 
     out = label_intervals(card, infer, x, probs, att)
     assert [(iv.start, iv.end, iv.label) for iv in out[0]] == [(300, 400, "S"), (1200, 1300, "V")]
-    assert out[1] == []
-    masked = seen[0]
-    assert masked.shape == (2, 1, 2000)
-    assert np.all(masked[0, :, :282] == 0) and np.all(masked[0, :, 418:] == 0)
-    np.testing.assert_array_equal(masked[0, :, 282:418], x[0, :, 282:418])
+    removed = seen[0]
+    assert removed.shape == (2, 1, 2000)
+    assert np.all(removed[0, :, 282:418] == 0)
+    np.testing.assert_array_equal(removed[0, :, 418:], x[0, :, 418:])
+    np.testing.assert_array_equal(removed[1, :, :1182], x[0, :, :1182])
 
 
-def test_interval_labels_are_limited_to_the_classes_the_window_alarms_for(tiny_model_dir):
-    card = load_card(tiny_model_dir)
-    x = np.ones((1, 1, 2000), np.float32)
+def test_weak_attention_bumps_are_not_published(tiny_model_dir):
+    import dataclasses
+
+    from stream_ecg.intervals import IntervalRule
+
+    card = dataclasses.replace(load_card(tiny_model_dir), interval_rule=IntervalRule(min_score=0.8))
     att = np.zeros((1, 2000), np.float32)
     att[0, 300:400] = 1.0
-    probs = np.array([[0.1, 0.2, 0.9]], np.float32)  # only V alarms
-
-    def infer(batch):  # the masked window looks more S than V, but S is not alarmed in this window
-        return np.array([[0.1, 0.9, 0.6]], np.float32), np.zeros((len(batch), 2000), np.float32)
-
-    out = label_intervals(card, infer, x, probs, att)
-    assert [(iv.label, iv.score) for iv in out[0]] == [("V", pytest.approx(0.6))]
+    att[0, 1200:1300] = 0.6
+    out = label_intervals(card, None, np.zeros((1, 1, 2000), np.float32), np.array([[0.1, 0.2, 0.9]], np.float32), att)
+    assert [(iv.start, iv.label) for iv in out[0]] == [(300, "V")]
 
 
 def test_window_targets_with_margin():

@@ -9,6 +9,7 @@ half a beat is visible. F beats make the V target unknown unless a V beat is als
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import numpy as np
 from stream_ecg.card import LeadContract
 from stream_ecg.data import load_record
 from stream_ecg.data.mitdb import DS1
-from stream_ecg.dsp import DspConfig, normalise_window
+from stream_ecg.dsp import DspConfig, normalise_window, window_input
 from stream_ecg.intervals import IntervalRule
 from stream_ecg.offline import model_input, window_starts
 from stream_ecg.scoring import detection_metrics, window_targets
@@ -75,7 +76,7 @@ def record_windows(name: str, cfg: BedsideConfig, hop: int, data_dir=None) -> Wi
         ys.append(core)
         ws.append(~unknown)
     idx = starts[:, None] + np.arange(cfg.window)[None, :]
-    x = normalise_window(np.transpose(sig[:, idx], (1, 0, 2)), cfg.dsp.norm_eps)
+    x = window_input(np.transpose(sig[:, idx], (1, 0, 2)), cfg.dsp)
     return WindowSet(
         x=x.astype(np.float32),
         y=np.stack(ys, 1).astype(np.float32),
@@ -104,14 +105,17 @@ def balanced_p(y: np.ndarray) -> np.ndarray:
     return p / p.sum()
 
 
-def augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Noise, baseline wander and amplitude/polarity-preserving gain, then the same z-score again."""
+def augment(x: np.ndarray, rng: np.random.Generator, leads: int = 1) -> np.ndarray:
+    """Noise, baseline wander and amplitude/polarity-preserving gain on the ECG leads, then the same
+    z-score again; rhythm channels after the first `leads` pass through (they were computed clean)."""
+    x, rest = x[:, :leads], x[:, leads:]
     n, _, t = x.shape
     tt = np.arange(t)[None, None, :]
     wander = rng.uniform(0, 0.4, (n, 1, 1)) * np.sin(2 * np.pi * rng.uniform(0.05, 0.5, (n, 1, 1)) * tt / 360 + rng.uniform(0, 6.3, (n, 1, 1)))
     noise = rng.normal(0, 1, x.shape) * rng.uniform(0, 0.15, (n, 1, 1))
     gain = rng.uniform(0.8, 1.25, (n, 1, 1))
-    return normalise_window((x * gain + wander + noise).astype(np.float32), 1e-3)
+    ecg = normalise_window((x * gain + wander + noise).astype(np.float32), 1e-3)
+    return np.concatenate([ecg, rest], axis=1) if rest.shape[1] else ecg
 
 
 def best_threshold(truth: np.ndarray, score: np.ndarray, beta: float = 1.0) -> float:
@@ -142,10 +146,10 @@ def train_bedside(cfg: BedsideConfig, train_cfg, out: Path, data_dir=None, epoch
     from .train import MultiLabelObjective, predict_logits, save_checkpoint, train_model
 
     train, val = ds1_split(cfg, data_dir)
-    mcfg = JointModelConfig(**{"in_leads": 1, "n_classes": len(ABNORMAL), **cfg.model})
+    mcfg = JointModelConfig(**{"in_leads": cfg.dsp.channels(len(LEAD_CONTRACT.leads)), "n_classes": len(ABNORMAL), **cfg.model})
     objective = MultiLabelObjective(train.y, train.w, val.y, val.w)
     result = train_model(
-        mcfg, train_cfg, (train.x, train.y), (val.x, val.y), augment=augment, desc="bedside",
+        mcfg, train_cfg, (train.x, train.y), (val.x, val.y), augment=functools.partial(augment, leads=len(LEAD_CONTRACT.leads)), desc="bedside",
         objective=objective, sample_p=balanced_p(train.y), epoch_size=epoch_size,
     )
     logits, _ = predict_logits(result.model, val.x)

@@ -32,15 +32,18 @@ def train(
     seed: int = typer.Option(0),
     test_fold: int = typer.Option(0, min=0, max=4, help="paper: which of the 5 stratified folds is held out."),
     model: str = typer.Option("{}", help='JSON overrides of the model config, e.g. \'{"cls_kernel": 9}\'.'),
+    rhythm: bool = typer.Option(True, help="bedside: feed the RR-context channels (stream_ecg.rhythm) beside the ECG."),
 ) -> None:
     """Train the joint model end-to-end with window/segment labels only; saves checkpoint.pt + metrics.json."""
     from .train import TrainConfig
 
     tcfg = TrainConfig(epochs=epochs, lr=lr, seed=seed, sparsity=sparsity, patience=max(4, epochs // 3), progress=sys.stderr.isatty())
     if task == "bedside":
+        from stream_ecg.dsp import DspConfig
+
         from .bedside import BedsideConfig, train_bedside
 
-        cfg = BedsideConfig(model={**BEDSIDE_MODEL, "pool_kernel": kernel, **json.loads(model)})
+        cfg = BedsideConfig(dsp=DspConfig(rhythm=rhythm), model={**BEDSIDE_MODEL, "pool_kernel": kernel, **json.loads(model)})
         report = train_bedside(cfg, tcfg, out, data, epoch_size=epoch_size)
     elif task == "paper":
         report = _train_paper_fold(method, kernel, tcfg, out, data, seed, test_fold)
@@ -94,11 +97,12 @@ def export(
     make_default: bool = typer.Option(True, help="Write edge_models/DEFAULT naming this model."),
     tensorrt: bool = typer.Option(False, help="Also compile with Torch-TensorRT (needs an NVIDIA GPU)."),
     fp16: bool = typer.Option(False, help="TensorRT: allow fp16 (attention pooling stays fp32)."),
+    min_score: float | None = typer.Option(None, help="interval_rule.min_score for the card (chosen with `trainer validate`); default: the run's."),
 ) -> None:
     """Export ONNX + torch.export (+ Torch-TensorRT) with the model card; evaluate on DS2."""
     from .ship import ship
 
-    card = ship(run, out, name, version, _command(), data, evaluate)
+    card = ship(run, out, name, version, _command(), data, evaluate, min_score)
     if make_default and out.parent.name == "edge_models":
         (out.parent / "DEFAULT").write_text(out.name + "\n")
     typer.echo(json.dumps({k: card[k] for k in ("name", "files", "latency_ms", "metrics") if k in card}, indent=2, default=float))
@@ -108,11 +112,37 @@ def export(
         from .export import ExportError, compile_tensorrt
 
         try:
-            path = compile_tensorrt(out / EXPORTED_FILE, len(card["leads"]), card["window"], out / "model_trt.ep", fp16)
+            path = compile_tensorrt(out / EXPORTED_FILE, card["model_config"]["in_leads"], card["window"], out / "model_trt.ep", fp16)
         except ExportError as exc:
             typer.echo(str(exc), err=True)
             raise typer.Exit(code=2) from exc
         typer.echo(f"TensorRT module: {path}")
+
+
+@app.command()
+def validate(
+    model_dir: Path = typer.Option(..., "--model", help="An exported model folder (trainer export --no-evaluate)."),
+    data: Path | None = typer.Option(None, help="MIT-BIH directory."),
+    min_scores: str = typer.Option("", help="Comma-separated interval_rule.min_score values to compare ('' = the card's)."),
+) -> None:
+    """Beat- and window-level scores on the DS1 validation records (model and rule choice without touching DS2)."""
+    import dataclasses
+
+    from stream_ecg.card import load_card
+    from stream_ecg.data import load_record
+    from stream_ecg.evaluation import score_records
+    from stream_ecg.infer import load_model
+    from stream_ecg.offline import run_record
+
+    card = load_card(model_dir)
+    model = load_model(model_dir, "onnxruntime", threads=2)
+    records = [load_record(r, data) for r in card.raw["training"]["validation_records"]]
+    rows = {}
+    for m in [float(v) for v in min_scores.split(",") if v] or [card.interval_rule.min_score]:
+        model.card = dataclasses.replace(card, interval_rule=dataclasses.replace(card.interval_rule, min_score=m))
+        ev = score_records([run_record(model, r) for r in records], model.card, 72)
+        rows[str(m)] = {"beat": ev["beat"], "window": ev["window"]}
+    typer.echo(json.dumps({"records": [r.name for r in records], "by_min_score": rows}, indent=2, default=float))
 
 
 @experiment_app.command("paper")

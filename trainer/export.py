@@ -114,7 +114,7 @@ def compile_tensorrt(program_path: Path, leads: int, window: int, out: Path, fp1
 def write_model_folder(net: Deployable, out: Path, card: dict, check_windows: np.ndarray | None = None) -> dict:
     """ONNX + .pt2 + card.json (with checksums) in `out`; returns the card. Verifies ONNX vs torch."""
     out.mkdir(parents=True, exist_ok=True)
-    leads, window = len(card["leads"]), int(card["window"])
+    leads, window = int(card["model_config"]["in_leads"]), int(card["window"])  # input channels
     export_onnx(net, out / ONNX_FILE, leads, window)
     export_program(net, out / EXPORTED_FILE, leads, window)
     if check_windows is not None:

@@ -11,9 +11,12 @@ import numpy as np
 from stream_ecg.card import CARD_FILE, ModelCard
 from stream_ecg.data import excerpt_dir, load_record
 from stream_ecg.data.mitdb import DS1, DS2
+from stream_ecg.dsp import DspConfig
 from stream_ecg.evaluation import score_records
+from stream_ecg.intervals import IntervalRule
 from stream_ecg.infer import load_model
 from stream_ecg.offline import run_record
+from stream_ecg.rhythm import RHYTHM_CHANNELS
 
 from .bedside import ABNORMAL, CLASSES, LEAD_CONTRACT, BedsideConfig, record_windows
 from .export import Deployable, write_model_folder
@@ -51,11 +54,17 @@ def card_from_run(ckpt: dict, name: str, version: str, command: str) -> dict:
         "thresholds": meta["thresholds"],
         "dsp": cfg["dsp"],
         "normalisation": f"per-window, per-lead z-score (std floored at {cfg['dsp']['norm_eps']} mV)",
+        "inputs": [*LEAD_CONTRACT.leads, *(RHYTHM_CHANNELS if cfg["dsp"].get("rhythm") else ())],
+        "rhythm": "rr_prev / rr_next: each beat's RR before / after it over the window's median RR, minus 1, "
+        "painted over the beat's span; R peaks found in the z-scored lead by stream_ecg.rhythm.r_peaks"
+        if cfg["dsp"].get("rhythm") else "none",
         "pooling": mc["pooling"],
         "pool_kernel": mc["pool_kernel"],
         "interval_rule": cfg["rule"],
-        "interval_labelling": "each attention interval is re-scored by the model on the window masked to it (+-18 samples); "
-        "label = among the classes the window alarms for, the one whose masked probability clears its threshold by the largest factor; dropped below threshold",
+        "interval_labelling": "a window alarming for one class gives it to each attention interval whose peak reaches "
+        "interval_rule.min_score of the window's peak; a window alarming for S and V re-runs the model with each interval "
+        "removed (+-18 samples) and gives it the class whose probability falls most relative to its threshold; "
+        "score = window class probability x the interval's normalised attention peak",
         "model_config": mc,
         "training": {
             "data": "MIT-BIH DS1 (de Chazal 2004) minus validation records",
@@ -83,7 +92,8 @@ def measure_latency(model_dir: Path, window: int, repeats: int = 30) -> dict:
     for backend in ("onnxruntime", "torch"):
         model = load_model(model_dir, backend, threads=1)
         for batch in (1, 32):
-            x = np.random.default_rng(0).normal(size=(batch, len(model.card.leads.leads), window)).astype(np.float32)
+            channels = model.card.dsp.channels(len(model.card.leads.leads))
+            x = np.random.default_rng(0).normal(size=(batch, channels, window)).astype(np.float32)
             model.infer(x)
             t0 = time.perf_counter()
             for _ in range(repeats):
@@ -92,23 +102,26 @@ def measure_latency(model_dir: Path, window: int, repeats: int = 30) -> dict:
     return out
 
 
-def evaluate_ds2(model_dir: Path, data_dir=None, margin: int = 72) -> dict:
-    """The offline DS2 evaluation through the runtime's own code path (onnxruntime)."""
+def evaluate_ds2(model_dir: Path, data_dir=None, margin: int = 72, records: tuple[str, ...] = DS2) -> dict:
+    """The offline evaluation (DS2 unless told otherwise) through the runtime's own code path (onnxruntime)."""
     model = load_model(model_dir, "onnxruntime", threads=2)
     t0 = time.perf_counter()
-    outputs = [run_record(model, load_record(r, data_dir)) for r in DS2]
+    outputs = [run_record(model, load_record(r, data_dir)) for r in records]
     whole = score_records(outputs, model.card, margin)
     from_5min = score_records(outputs, model.card, margin, skip_s=300.0)
     return {"whole_record": whole, "from_5_min": from_5min, "seconds": time.perf_counter() - t0}
 
 
-def ship(run: Path, out: Path, name: str, version: str, command: str, data_dir=None, evaluate: bool = True) -> dict:
+def ship(run: Path, out: Path, name: str, version: str, command: str, data_dir=None, evaluate: bool = True,
+         min_score: float | None = None) -> dict:
     model, ckpt = load_checkpoint(run / "checkpoint.pt")
     cfg_d = ckpt["bedside"]["bedside_config"]
-    cfg = BedsideConfig(window=cfg_d["window"], hop=cfg_d["hop"], margin=cfg_d["margin"])
+    cfg = BedsideConfig(window=cfg_d["window"], hop=cfg_d["hop"], margin=cfg_d["margin"], dsp=DspConfig.from_dict(cfg_d["dsp"]))
     train_cmd = json.loads((run / "metrics.json").read_text()).get("command", "") if (run / "metrics.json").exists() else ""
     card = card_from_run(ckpt, name, version, train_cmd)
     card["export_command"] = command
+    if min_score is not None:
+        card["interval_rule"] = IntervalRule.from_dict({**card["interval_rule"], "min_score": min_score}).to_dict()
     card = write_model_folder(Deployable(model, "multilabel"), out, card, check_windows(cfg))
     card["latency_ms"] = measure_latency(out, cfg.window)
     if evaluate:

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from stream_ecg.scoring import auc
+
 from .model import JointModel, JointModelConfig
 
 
@@ -112,6 +114,17 @@ class MultiLabelObjective:
     def train_loss(self, logits: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
         return self._bce(logits, self.y_train[idx], self.w_train[idx])
 
+    def val_score(self, logits: torch.Tensor) -> float:
+        """Model selection: mean over classes of the validation AUC on known targets (higher is better).
+
+        The validation loss swings with calibration (training is class-balanced, the monitor is not);
+        ranking is what the thresholds chosen afterwards need."""
+        aucs = []
+        for k in range(self.y_val.shape[1]):
+            known = self.w_val[:, k] > 0
+            aucs.append(auc(self.y_val[known, k].numpy() > 0, logits[known, k].numpy()))
+        return float(np.nanmean(aucs))
+
     def val_loss(self, logits: torch.Tensor) -> tuple[float, float]:
         pred = (logits > 0).float()
         acc = ((pred == self.y_val).float() * self.w_val).sum() / self.w_val.sum().clamp_min(1.0)
@@ -129,7 +142,8 @@ def train_model(
     sample_p: np.ndarray | None = None,
     epoch_size: int | None = None,
 ) -> TrainResult:
-    """Train end-to-end with window labels only; returns the model at its best validation loss.
+    """Train end-to-end with window labels only; returns the model at its best validation loss
+    (or best `objective.val_score`, where the objective has one).
 
     `sample_p` draws each epoch's `epoch_size` windows with those probabilities (balanced
     sampling); without it every window is seen once per epoch in a fresh order.
@@ -171,10 +185,15 @@ def train_model(
             total += loss.item() * len(idx)
             seen += len(idx)
             bar.set_postfix(loss=f"{total / max(seen, 1):.4f}")
-        val_loss, val_acc = objective.val_loss(predict_logits(model, x_va)[0])
+        logits_va = predict_logits(model, x_va)[0]
+        val_loss, val_acc = objective.val_loss(logits_va)
         history.append({"epoch": epoch, "train_loss": total / max(seen, 1), "val_loss": val_loss, "val_acc": val_acc})
-        if val_loss < best[0]:
-            best = (val_loss, epoch, copy.deepcopy(model.state_dict()))
+        criterion = val_loss
+        if hasattr(objective, "val_score"):
+            history[-1]["val_score"] = objective.val_score(logits_va)
+            criterion = -history[-1]["val_score"]
+        if criterion < best[0]:
+            best = (criterion, epoch, copy.deepcopy(model.state_dict()))
         elif epoch - best[1] >= cfg.patience:
             break
     model.load_state_dict(best[2])
