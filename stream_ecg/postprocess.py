@@ -4,7 +4,7 @@ Each candidate interval (from the attention map, `intervals.attention_to_interva
 that alarms takes the alarmed class; only windows alarming for several classes re-run the model,
 with each candidate removed, to attribute it. (Re-running on the window masked *to* one interval
 was tried first: a lone premature beat, cut from the rhythm around it, no longer looks
-supraventricular, and S sensitivity fell to a third on the validation records.) Successive windows
+supraventricular, and S sensitivity on the validation records fell sharply.) Successive windows
 overlap, so a per-stream `IntervalMerger` reports each beat once.
 """
 

@@ -9,6 +9,7 @@ half a beat is visible. F beats make the V target unknown unless a V beat is als
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -138,20 +139,39 @@ def ensure_dir(p: Path) -> Path:
     return p
 
 
-def train_bedside(cfg: BedsideConfig, train_cfg, out: Path, data_dir=None, epoch_size: int = 12000) -> dict:
-    """Train on DS1 (minus validation records), pick thresholds on the validation records, save a checkpoint."""
+def train_bedside(cfg: BedsideConfig, train_cfg, out: Path, data_dir=None, epoch_size: int = 12000,
+                  seeds: tuple[int, ...] | None = None) -> dict:
+    """Train on DS1 (minus validation records), one member per seed (several make an averaging
+    ensemble), pick thresholds on the validation records, save a checkpoint."""
     import torch
 
-    from .model import JointModelConfig
-    from .train import MultiLabelObjective, predict_logits, save_checkpoint, train_model
+    from .model import JointEnsemble, JointModelConfig
+    from .train import MultiLabelObjective, TrainResult, predict_logits, save_checkpoint, train_model
 
+    seeds = tuple(seeds) if seeds else (train_cfg.seed,)
     train, val = ds1_split(cfg, data_dir)
     mcfg = JointModelConfig(**{"in_leads": cfg.dsp.channels(len(LEAD_CONTRACT.leads)), "n_classes": len(ABNORMAL), **cfg.model})
     objective = MultiLabelObjective(train.y, train.w, val.y, val.w)
-    result = train_model(
-        mcfg, train_cfg, (train.x, train.y), (val.x, val.y), augment=functools.partial(augment, leads=len(LEAD_CONTRACT.leads)), desc="bedside",
-        objective=objective, sample_p=balanced_p(train.y), epoch_size=epoch_size,
-    )
+    members = [
+        train_model(
+            mcfg, dataclasses.replace(train_cfg, seed=seed), (train.x, train.y), (val.x, val.y),
+            augment=functools.partial(augment, leads=len(LEAD_CONTRACT.leads)), desc=f"bedside seed {seed}",
+            objective=objective, sample_p=balanced_p(train.y), epoch_size=epoch_size,
+        )
+        for seed in seeds
+    ]
+    if len(members) == 1:
+        result = members[0]
+    else:
+        ensemble = JointEnsemble(mcfg, len(members))
+        for slot, member in zip(ensemble.members, members):
+            slot.load_state_dict(member.model.state_dict())
+        result = TrainResult(
+            model=ensemble.eval(),
+            history=[{"seed": s, "history": m.history} for s, m in zip(seeds, members)],
+            best_epoch=[m.best_epoch for m in members],
+            seconds=sum(m.seconds for m in members),
+        )
     logits, _ = predict_logits(result.model, val.x)
     p_val = torch.sigmoid(logits).numpy()
     thresholds, val_metrics = {}, {}
@@ -170,6 +190,33 @@ def train_bedside(cfg: BedsideConfig, train_cfg, out: Path, data_dir=None, epoch
         "val_counts": {c: int(val.y[:, k].sum()) for k, c in enumerate(ABNORMAL)},
         "train_seconds": result.seconds,
         "best_epoch": result.best_epoch,
+        "seeds": list(seeds),
     }
     save_checkpoint(out / "checkpoint.pt", result, mcfg, train_cfg, extra={"bedside": meta})
     return {**meta, "history": result.history}
+
+
+def member_spread(checkpoint: Path, records: str = "DS2", data_dir=None) -> dict:
+    """Window AUC per class of each ensemble member and of the whole ensemble on the given records."""
+    import torch
+
+    from stream_ecg.data.mitdb import DS2
+    from stream_ecg.scoring import auc
+
+    from .model import JointEnsemble
+    from .train import load_checkpoint, predict_logits
+
+    model, ckpt = load_checkpoint(checkpoint)
+    d = ckpt["bedside"]["bedside_config"]
+    cfg = BedsideConfig(window=d["window"], hop=d["hop"], margin=d["margin"], dsp=DspConfig.from_dict(d["dsp"]))
+    names = DS2 if records == "DS2" else tuple(d["val_records"]) if records == "VAL" else tuple(records.split(","))
+    ws = concat([record_windows(r, cfg, cfg.hop, data_dir) for r in names])
+    nets = list(model.members) if isinstance(model, JointEnsemble) else [model]
+    seeds = ckpt["bedside"].get("seeds", [None] * len(nets))
+
+    def aucs(logits: torch.Tensor) -> dict:
+        return {c: auc(ws.y[ws.w[:, k] > 0, k] > 0, logits[ws.w[:, k] > 0, k].numpy()) for k, c in enumerate(ABNORMAL)}
+
+    rows = [{"seed": s, "window_auc": aucs(predict_logits(n, ws.x)[0])} for s, n in zip(seeds, nets)]
+    return {"records": list(names), "members": rows, "ensemble": {"window_auc": aucs(predict_logits(model, ws.x)[0])},
+            "windows": int(len(ws.y)), "margin_samples": cfg.margin}

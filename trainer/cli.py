@@ -30,6 +30,7 @@ def train(
     method: str = typer.Option("l2", help="paper: classifier_only | cascaded | relu_max | l2"),
     kernel: int = typer.Option(151, help="Attention pooling kernel (odd, samples at 360 Hz)."),
     seed: int = typer.Option(0),
+    seeds: str = typer.Option("", help="bedside: comma-separated seeds, one ensemble member each (default: --seed alone)."),
     test_fold: int = typer.Option(0, min=0, max=4, help="paper: which of the 5 stratified folds is held out."),
     model: str = typer.Option("{}", help='JSON overrides of the model config, e.g. \'{"cls_kernel": 9}\'.'),
     rhythm: bool = typer.Option(True, help="bedside: feed the RR-context channels (stream_ecg.rhythm) beside the ECG."),
@@ -44,7 +45,7 @@ def train(
         from .bedside import BedsideConfig, train_bedside
 
         cfg = BedsideConfig(dsp=DspConfig(rhythm=rhythm), model={**BEDSIDE_MODEL, "pool_kernel": kernel, **json.loads(model)})
-        report = train_bedside(cfg, tcfg, out, data, epoch_size=epoch_size)
+        report = train_bedside(cfg, tcfg, out, data, epoch_size=epoch_size, seeds=tuple(int(v) for v in seeds.split(",") if v))
     elif task == "paper":
         report = _train_paper_fold(method, kernel, tcfg, out, data, seed, test_fold)
     else:
@@ -89,9 +90,9 @@ def _scatter(maps: np.ndarray, idx: np.ndarray, ds) -> np.ndarray:
 @app.command()
 def export(
     run: Path = typer.Option(Path("runs/bedside"), help="Training run folder (checkpoint.pt, metrics.json)."),
-    out: Path = typer.Option(Path("edge_models/bedside-v1"), help="Model folder to write."),
-    name: str = typer.Option("bedside-v1"),
-    version: str = typer.Option("1.0.0"),
+    out: Path = typer.Option(Path("edge_models/bedside-v2"), help="Model folder to write."),
+    name: str = typer.Option("bedside-v2"),
+    version: str = typer.Option("2.0.0"),
     data: Path | None = typer.Option(None, help="MIT-BIH directory for the DS2 evaluation."),
     evaluate: bool = typer.Option(True, help="Evaluate on DS2 and put the metrics in the card."),
     make_default: bool = typer.Option(True, help="Write edge_models/DEFAULT naming this model."),
@@ -124,6 +125,7 @@ def validate(
     model_dir: Path = typer.Option(..., "--model", help="An exported model folder (trainer export --no-evaluate)."),
     data: Path | None = typer.Option(None, help="MIT-BIH directory."),
     min_scores: str = typer.Option("", help="Comma-separated interval_rule.min_score values to compare ('' = the card's)."),
+    thresholds: str = typer.Option("{}", help='JSON overrides of the card\'s class thresholds, e.g. \'{"S": 0.3}\'.'),
 ) -> None:
     """Beat- and window-level scores on the DS1 validation records (model and rule choice without touching DS2)."""
     import dataclasses
@@ -135,6 +137,7 @@ def validate(
     from stream_ecg.offline import run_record
 
     card = load_card(model_dir)
+    card = dataclasses.replace(card, thresholds={**card.thresholds, **json.loads(thresholds)})
     model = load_model(model_dir, "onnxruntime", threads=2)
     records = [load_record(r, data) for r in card.raw["training"]["validation_records"]]
     rows = {}
@@ -142,7 +145,25 @@ def validate(
         model.card = dataclasses.replace(card, interval_rule=dataclasses.replace(card.interval_rule, min_score=m))
         ev = score_records([run_record(model, r) for r in records], model.card, 72)
         rows[str(m)] = {"beat": ev["beat"], "window": ev["window"]}
-    typer.echo(json.dumps({"records": [r.name for r in records], "by_min_score": rows}, indent=2, default=float))
+    typer.echo(json.dumps({"records": [r.name for r in records], "thresholds": card.thresholds, "by_min_score": rows}, indent=2, default=float))
+
+
+@app.command()
+def members(
+    run: Path = typer.Option(Path("runs/bedside"), help="A bedside training run (checkpoint.pt) holding an ensemble."),
+    records: str = typer.Option("DS2", help="DS2, VAL (the run's validation records) or comma-separated record names."),
+    data: Path | None = typer.Option(None, help="MIT-BIH directory."),
+    out: Path | None = typer.Option(None, help="Also write the JSON here."),
+) -> None:
+    """Window-level AUC of each ensemble member alone and of the ensemble: how far single seeds disagree."""
+    from .bedside import member_spread
+
+    report = member_spread(run / "checkpoint.pt", records, data)
+    report["command"] = _command()
+    text = json.dumps(report, indent=2, default=float)
+    if out is not None:
+        out.write_text(text + "\n")
+    typer.echo(text)
 
 
 @experiment_app.command("paper")
@@ -154,6 +175,7 @@ def experiment_paper(
     epochs: int = typer.Option(12, min=1),
     folds: int = typer.Option(5, min=2),
     seed: int = typer.Option(0),
+    seeds: str = typer.Option("", help="bedside: comma-separated seeds, one ensemble member each (default: --seed alone)."),
     threads: int = typer.Option(2, min=1, help="torch CPU threads."),
 ) -> None:
     """The paper's protocol: 5-fold CV by segment and by record, four methods, kernel ablation, localisation."""

@@ -199,6 +199,23 @@ class JointModel(nn.Module):
         return self.classifier(a * x), a
 
 
+class JointEnsemble(nn.Module):
+    """Joint models of the same config trained from different seeds; logits and attention maps are averaged.
+
+    On held-out patients single seeds disagree widely (docs/results.md); their average is steadier.
+    The average of unsupervised attention maps is still an unsupervised segmentation.
+    """
+
+    def __init__(self, cfg: JointModelConfig, members: int):
+        super().__init__()
+        self.cfg = cfg
+        self.members = nn.ModuleList(JointModel(cfg) for _ in range(members))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        outs = [m(x) for m in self.members]
+        return torch.stack([o[0] for o in outs]).mean(0), torch.stack([o[1] for o in outs]).mean(0)
+
+
 def count_flops(cfg: JointModelConfig, length: int = 2000) -> int:
     """Multiply-accumulates x2 of the conv and linear layers for one window (BN/ReLU ignored)."""
     model = JointModel(cfg).eval()
@@ -228,6 +245,7 @@ __all__ = [
     "AttentionPooling",
     "Classifier",
     "ConvBnAct",
+    "JointEnsemble",
     "JointModel",
     "JointModelConfig",
     "Segmenter",

@@ -66,6 +66,11 @@ def card_from_run(ckpt: dict, name: str, version: str, command: str) -> dict:
         "removed (+-18 samples) and gives it the class whose probability falls most relative to its threshold; "
         "score = window class probability x the interval's normalised attention peak",
         "model_config": mc,
+        "ensemble": {
+            "members": int(ckpt.get("members", 1)),
+            "seeds": meta.get("seeds", [ckpt["train_config"]["seed"]]),
+            "combine": "mean of the members' logits and of their attention maps",
+        },
         "training": {
             "data": "MIT-BIH DS1 (de Chazal 2004) minus validation records",
             "validation_records": list(cfg["val_records"]),
@@ -162,6 +167,9 @@ def model_readme(card: dict) -> str:
         f"- DSP: {card['dsp']}; {card['normalisation']}",
         f"- classes: {card['classes']} ({card['output']})",
         f"- thresholds (chosen on the validation records {card['training']['validation_records']}): {card['thresholds']}",
+        f"- inputs: {card.get('inputs', card['leads'])}; rhythm channels: {card.get('rhythm', 'none')}",
+        f"- model: joint segmenter + classifier {card['model_config']}, ensemble of {card['ensemble']['members']} "
+        f"(seeds {card['ensemble']['seeds']}; {card['ensemble']['combine']})",
         f"- attention pooling: {card['pooling']}, kernel {card['pool_kernel']}; interval rule {card['interval_rule']}",
         f"- interval labels: {card['interval_labelling']}",
         "",

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from stream_ecg.scoring import auc
 
-from .model import JointModel, JointModelConfig
+from .model import JointEnsemble, JointModel, JointModelConfig
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class TrainConfig:
 class TrainResult:
     model: JointModel
     history: list[dict] = field(default_factory=list)
-    best_epoch: int = 0
+    best_epoch: int | list[int] = 0  # a list for an ensemble, one per member
     seconds: float = 0.0
 
 
@@ -209,15 +209,18 @@ def save_checkpoint(path, result: TrainResult, model_cfg: JointModelConfig, trai
             "state_dict": result.model.state_dict(),
             "history": result.history,
             "best_epoch": result.best_epoch,
+            "members": len(result.model.members) if isinstance(result.model, JointEnsemble) else 1,
             **(extra or {}),
         },
         path,
     )
 
 
-def load_checkpoint(path) -> tuple[JointModel, dict]:
+def load_checkpoint(path) -> tuple[JointModel | JointEnsemble, dict]:
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    model = JointModel(JointModelConfig.from_dict(ckpt["model_config"]))
+    cfg = JointModelConfig.from_dict(ckpt["model_config"])
+    members = int(ckpt.get("members", 1))
+    model = JointEnsemble(cfg, members) if members > 1 else JointModel(cfg)
     model.load_state_dict(ckpt["state_dict"])
     model.eval()
     return model, ckpt
