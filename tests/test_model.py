@@ -90,3 +90,22 @@ def test_training_learns_and_is_repeatable():
     assert maps.shape == (64, 256)
     for key, value in a.model.state_dict().items():
         assert torch.equal(value, b.model.state_dict()[key]), key
+
+
+def test_ensemble_averages_members_and_round_trips_through_a_checkpoint(tmp_path):
+    from trainer.model import JointEnsemble
+    from trainer.train import TrainResult, load_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    cfg = JointModelConfig(in_leads=3, n_classes=2, **SMALL)
+    ens = JointEnsemble(cfg, 3).eval()
+    x = torch.randn(2, 3, 500)
+    logits, a = ens(x)
+    outs = [m(x) for m in ens.members]
+    torch.testing.assert_close(logits, sum(o[0] for o in outs) / 3)
+    torch.testing.assert_close(a, sum(o[1] for o in outs) / 3)
+    assert not torch.allclose(outs[0][0], outs[1][0])  # members differ, so the average is not trivial
+    save_checkpoint(tmp_path / "c.pt", TrainResult(model=ens), cfg, TrainConfig())
+    back, ckpt = load_checkpoint(tmp_path / "c.pt")
+    assert ckpt["members"] == 3 and isinstance(back, JointEnsemble)
+    torch.testing.assert_close(back(x)[0], logits)

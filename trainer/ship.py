@@ -29,9 +29,11 @@ INTENDED_USE = (
 )
 LIMITS = (
     "Trained on 18 MIT-BIH DS1 records (1970s Holter recordings of 47 patients, 360 Hz); judged on DS2. "
-    "Paced rhythms are out of scope (paced records excluded). F and Q beats are not classes. Performance "
-    "on other populations, devices, lead placements and noise levels is unknown; 12-lead input is served "
-    "by picking lead II (or the first lead) only."
+    "Paced rhythms are out of scope (paced records excluded). F and Q beats are not classes. The rhythm channels "
+    "come from an R-peak detector inside each 5.6 s window: irregular rhythms with normal beats (atrial "
+    "fibrillation, marked sinus arrhythmia, AV block with dropped beats) raise false S alarms, and missed or "
+    "extra detections (tall T waves, noise) distort them. Performance on other populations, devices, lead "
+    "placements and noise levels is unknown; 12-lead input is served by picking lead II (or the first lead) only."
 )
 
 
