@@ -41,3 +41,9 @@ def test_best_threshold_separates_clean_scores():
     truth = np.array([0, 0, 0, 1, 1], bool)
     t = best_threshold(truth, np.array([0.1, 0.2, 0.3, 0.8, 0.9]))
     assert 0.3 < t <= 0.8
+
+
+def test_best_threshold_reaches_low_scores():
+    truth = np.array([0, 0, 1, 1], bool)  # an averaged ensemble's probabilities can all sit below 0.05
+    t = best_threshold(truth, np.array([0.01, 0.015, 0.03, 0.04]))
+    assert 0.015 < t <= 0.03
