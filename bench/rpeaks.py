@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from stream_ecg.card import load_card, default_model_dir
+from stream_ecg.card import ModelCard, default_model_dir, load_card
 from stream_ecg.data import load_record
 from stream_ecg.data.mitdb import DS1, DS2
 from stream_ecg.dsp import normalise_window
@@ -26,8 +26,7 @@ TOL = 54  # 150 ms at 360 Hz
 EDGE = 30
 
 
-def score_record(name: str, every: int) -> tuple[int, int, int, float, int]:
-    card = load_card(default_model_dir(), verify_files=False)
+def score_record(card: ModelCard, name: str, every: int) -> tuple[int, int, int, float, int]:
     rec = load_record(name)
     sig, _ = model_input(card.leads, card.dsp, rec)
     beats = np.round(rec.beats.samples * card.fs / rec.fs).astype(np.int64)
@@ -52,10 +51,11 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=5, help="score every n-th window")
     args = ap.parse_args()
     names = DS1 if args.records == "DS1" else DS2 if args.records == "DS2" else tuple(args.records.split(","))
+    card = load_card(default_model_dir(), verify_files=False)
     total = np.zeros(3, dtype=np.int64)
     seconds, windows = 0.0, 0
     for name in names:
-        tp, fn, fp, sec, n = score_record(name, args.every)
+        tp, fn, fp, sec, n = score_record(card, name, args.every)
         total += (tp, fn, fp)
         seconds, windows = seconds + sec, windows + n
         print(f"{name}: Se {tp / max(tp + fn, 1):.4f} +P {tp / max(tp + fp, 1):.4f}")

@@ -277,6 +277,4 @@ def window_input(w: np.ndarray, cfg: DspConfig) -> np.ndarray:
     x = normalise_window(w, cfg.norm_eps)
     if not cfg.rhythm:
         return x
-    if x.ndim == 2:
-        return add_rhythm(x[None], cfg.fs)[0]
     return add_rhythm(x.reshape(-1, *x.shape[-2:]), cfg.fs).reshape(*x.shape[:-2], -1, x.shape[-1])

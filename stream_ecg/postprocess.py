@@ -33,13 +33,6 @@ class LabelledInterval:
         return LabelledInterval(self.start + offset, self.end + offset, self.label, self.score)
 
 
-def alarmed(card: ModelCard, probs: np.ndarray) -> np.ndarray:
-    """(B,) bool: does any abnormal class reach its threshold in each window?"""
-    idx = [card.classes.index(c) for c in card.abnormal]
-    thr = np.array([card.thresholds[c] for c in card.abnormal])
-    return (probs[:, idx] >= thr).any(axis=1)
-
-
 def label_intervals(
     card: ModelCard,
     infer: InferFn,

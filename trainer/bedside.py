@@ -51,6 +51,12 @@ class BedsideConfig:
         d["dsp"], d["rule"] = self.dsp.to_dict(), self.rule.to_dict()
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "BedsideConfig":
+        """The config a checkpoint recorded (`to_dict`), so export and analysis cut windows as training did."""
+        return cls(**{**d, "dsp": DspConfig.from_dict(d["dsp"]), "rule": IntervalRule.from_dict(d["rule"]),
+                      "val_records": tuple(d["val_records"])})
+
 
 @dataclass(frozen=True)
 class WindowSet:
@@ -208,7 +214,7 @@ def member_spread(checkpoint: Path, records: str = "DS2", data_dir=None) -> dict
 
     model, ckpt = load_checkpoint(checkpoint)
     d = ckpt["bedside"]["bedside_config"]
-    cfg = BedsideConfig(window=d["window"], hop=d["hop"], margin=d["margin"], dsp=DspConfig.from_dict(d["dsp"]))
+    cfg = BedsideConfig.from_dict(d)
     names = DS2 if records == "DS2" else tuple(d["val_records"]) if records == "VAL" else tuple(records.split(","))
     ws = concat([record_windows(r, cfg, cfg.hop, data_dir) for r in names])
     nets = list(model.members) if isinstance(model, JointEnsemble) else [model]

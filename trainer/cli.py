@@ -130,6 +130,8 @@ def validate(
     """Beat- and window-level scores on the DS1 validation records (model and rule choice without touching DS2)."""
     import dataclasses
 
+    from .bedside import BedsideConfig
+
     from stream_ecg.card import load_card
     from stream_ecg.data import load_record
     from stream_ecg.evaluation import score_records
@@ -143,7 +145,7 @@ def validate(
     rows = {}
     for m in [float(v) for v in min_scores.split(",") if v] or [card.interval_rule.min_score]:
         model.card = dataclasses.replace(card, interval_rule=dataclasses.replace(card.interval_rule, min_score=m))
-        ev = score_records([run_record(model, r) for r in records], model.card, 72)
+        ev = score_records([run_record(model, r) for r in records], model.card, BedsideConfig().margin)
         rows[str(m)] = {"beat": ev["beat"], "window": ev["window"]}
     typer.echo(json.dumps({"records": [r.name for r in records], "thresholds": card.thresholds, "by_min_score": rows}, indent=2, default=float))
 
@@ -175,7 +177,6 @@ def experiment_paper(
     epochs: int = typer.Option(12, min=1),
     folds: int = typer.Option(5, min=2),
     seed: int = typer.Option(0),
-    seeds: str = typer.Option("", help="bedside: comma-separated seeds, one ensemble member each (default: --seed alone)."),
     threads: int = typer.Option(2, min=1, help="torch CPU threads."),
 ) -> None:
     """The paper's protocol: 5-fold CV by segment and by record, four methods, kernel ablation, localisation."""

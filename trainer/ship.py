@@ -11,7 +11,6 @@ import numpy as np
 from stream_ecg.card import CARD_FILE, ModelCard
 from stream_ecg.data import excerpt_dir, load_record
 from stream_ecg.data.mitdb import DS1, DS2
-from stream_ecg.dsp import DspConfig
 from stream_ecg.evaluation import score_records
 from stream_ecg.intervals import IntervalRule
 from stream_ecg.infer import load_model
@@ -99,8 +98,7 @@ def measure_latency(model_dir: Path, window: int, repeats: int = 30) -> dict:
     for backend in ("onnxruntime", "torch"):
         model = load_model(model_dir, backend, threads=1)
         for batch in (1, 32):
-            channels = model.card.dsp.channels(len(model.card.leads.leads))
-            x = np.random.default_rng(0).normal(size=(batch, channels, window)).astype(np.float32)
+            x = np.random.default_rng(0).normal(size=(batch, model.card.channels, window)).astype(np.float32)
             model.infer(x)
             t0 = time.perf_counter()
             for _ in range(repeats):
@@ -123,7 +121,7 @@ def ship(run: Path, out: Path, name: str, version: str, command: str, data_dir=N
          min_score: float | None = None) -> dict:
     model, ckpt = load_checkpoint(run / "checkpoint.pt")
     cfg_d = ckpt["bedside"]["bedside_config"]
-    cfg = BedsideConfig(window=cfg_d["window"], hop=cfg_d["hop"], margin=cfg_d["margin"], dsp=DspConfig.from_dict(cfg_d["dsp"]))
+    cfg = BedsideConfig.from_dict(cfg_d)
     train_cmd = json.loads((run / "metrics.json").read_text()).get("command", "") if (run / "metrics.json").exists() else ""
     card = card_from_run(ckpt, name, version, train_cmd)
     card["export_command"] = command
