@@ -20,12 +20,17 @@ class IntervalRule:
     merge_gap: int = 36  # samples; closes dips inside one beat
     min_peak: float = 1e-6  # a window whose peak attention is below this has no intervals
     min_score: float = 0.0  # publish only intervals whose peak reaches this fraction of the window's peak
+    # > 0: re-run an alarming window with each interval removed and publish only intervals whose removal lowers
+    # the class logit by at least this fraction of the window's largest such drop (see postprocess.label_intervals)
+    keep_drop: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"threshold={self.threshold} must lie in (0, 1)")
         if not 0.0 <= self.min_score <= 1.0:
             raise ValueError(f"min_score={self.min_score} must lie in [0, 1]")
+        if not 0.0 <= self.keep_drop <= 1.0:
+            raise ValueError(f"keep_drop={self.keep_drop} must lie in [0, 1]")
         if self.min_len < 1 or self.merge_gap < 0:
             raise ValueError("min_len must be >= 1 and merge_gap >= 0")
 

@@ -1,8 +1,10 @@
 """Model outputs -> published intervals: label each attention interval, then merge across windows.
 
 Each candidate interval (from the attention map, `intervals.attention_to_intervals`) of a window
-that alarms takes the alarmed class; only windows alarming for several classes re-run the model,
-with each candidate removed, to attribute it. (Re-running on the window masked *to* one interval
+that alarms takes the alarmed class; windows alarming for several classes re-run the model, with
+each candidate removed, to attribute it, and with `interval_rule.keep_drop` every alarming window
+with several candidates does, to drop the candidates the class does not rest on (the attention
+map also lights normal neighbours of an ectopic beat). (Re-running on the window masked *to* one interval
 was tried first: a lone premature beat, cut from the rhythm around it, no longer looks
 supraventricular, and S sensitivity on the validation records fell sharply.) Successive windows
 overlap, so a per-stream `IntervalMerger` reports each beat once.
@@ -33,6 +35,11 @@ class LabelledInterval:
         return LabelledInterval(self.start + offset, self.end + offset, self.label, self.score)
 
 
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, np.float64), 1e-7, 1 - 1e-7)
+    return np.log(p) - np.log1p(-p)
+
+
 def label_intervals(
     card: ModelCard,
     infer: InferFn,
@@ -46,30 +53,44 @@ def label_intervals(
     A window alarming for one class gives that class to each of its attention intervals. A window
     alarming for several asks the model which class each interval carries: every candidate is
     removed in turn (zeroed +-pad samples, one batched call) and takes the alarmed class whose
-    probability falls most, relative to its threshold. Score: the class probability of the window
-    times the interval's normalised attention peak.
+    probability falls most, relative to its threshold. With `keep_drop` > 0 every alarming window
+    with several candidates is re-run so, and a candidate is published only if removing it lowers
+    its class's logit by at least keep_drop times the window's largest drop for that class (logits,
+    not probabilities: with two ectopic beats in view the probability stays saturated when one goes).
+    Score: the class probability of the window times the interval's normalised attention peak.
     """
     out: list[list[LabelledInterval]] = [[] for _ in range(len(x))]
     idx = [card.classes.index(c) for c in card.abnormal]
     thr = np.array([card.thresholds[c] for c in card.abnormal])
+    keep_drop = card.interval_rule.keep_drop
     window_alarm = probs[:, idx] >= thr
     occlude: list[tuple[int, int, int, float]] = []
     for i in np.flatnonzero(window_alarm.any(axis=1)):
         classes = np.flatnonzero(window_alarm[i])
-        for s, e, peak in attention_to_intervals(attention[i], card.interval_rule):
-            if len(classes) == 1:
+        candidates = attention_to_intervals(attention[i], card.interval_rule)
+        test = len(classes) > 1 or (keep_drop > 0 and len(candidates) > 1)
+        for s, e, peak in candidates:
+            if test:
+                occlude.append((int(i), s, e, peak))
+            else:
                 c = int(classes[0])
                 out[i].append(LabelledInterval(s, e, card.abnormal[c], float(probs[i, idx[c]] * peak)))
-            else:
-                occlude.append((int(i), s, e, peak))
     if occlude:
         removed = x[[i for i, *_ in occlude]].copy()
         for k, (i, s, e, _) in enumerate(occlude):
             removed[k, :, max(0, s - pad) : min(x.shape[-1], e + pad)] = 0.0
         rprobs, _ = infer(removed)
+        drop = (probs[[i for i, *_ in occlude]][:, idx] - rprobs[:, idx]) / np.maximum(thr, 1e-6)
+        logit_drop = _logit(probs[[i for i, *_ in occlude]][:, idx]) - _logit(rprobs[:, idx])
+        labels = [int(np.argmax(np.where(window_alarm[i], drop[k], -np.inf))) for k, (i, *_) in enumerate(occlude)]
+        largest: dict[tuple[int, int], float] = {}
+        for k, (i, *_) in enumerate(occlude):
+            largest[i, labels[k]] = max(largest.get((i, labels[k]), -np.inf), logit_drop[k, labels[k]])
         for k, (i, s, e, peak) in enumerate(occlude):
-            drop = (probs[i, idx] - rprobs[k, idx]) / np.maximum(thr, 1e-6)
-            c = int(np.argmax(np.where(window_alarm[i], drop, -np.inf)))
+            c, top = labels[k], largest[i, labels[k]]
+            keep = keep_drop <= 0 or logit_drop[k, c] >= top or (top > 0 and logit_drop[k, c] >= keep_drop * top)
+            if not keep:  # the window's class does not rest on this candidate
+                continue
             out[i].append(LabelledInterval(s, e, card.abnormal[c], float(probs[i, idx[c]] * peak)))
     for ivs in out:
         ivs.sort(key=lambda iv: iv.start)

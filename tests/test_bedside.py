@@ -47,3 +47,59 @@ def test_best_threshold_reaches_low_scores():
     truth = np.array([0, 0, 1, 1], bool)  # an averaged ensemble's probabilities can all sit below 0.05
     t = best_threshold(truth, np.array([0.01, 0.015, 0.03, 0.04]))
     assert 0.015 < t <= 0.03
+
+
+def test_folds_partition_ds1():
+    from stream_ecg.data.mitdb import DS1
+    from trainer.bedside import FOLDS
+
+    flat = [r for fold in FOLDS for r in fold]
+    assert sorted(flat) == sorted(DS1) and len(flat) == len(set(flat))
+    assert BedsideConfig(folds=FOLDS).validation == FOLDS and BedsideConfig().validation == (BedsideConfig().val_records,)
+
+
+def test_every_fold_holds_s_and_v_beats():
+    from stream_ecg.data import mitdb_dir
+    from trainer.bedside import FOLDS
+
+    if mitdb_dir(required=False) is None:
+        import pytest
+
+        pytest.skip("needs the MIT-BIH database")
+    for fold in FOLDS:
+        aami = np.concatenate([load_record(r).beats.aami() for r in fold])
+        assert (aami == "S").sum() >= 90 and (aami == "V").sum() >= 400, fold  # a fold can rank both classes
+
+
+def test_split_holds_records_out_and_validates_at_the_runtime_hop():
+    from trainer.bedside import WindowSet, split
+
+    n = 12
+    ws = WindowSet(x=np.zeros((n, 1, 4), np.float32), y=np.zeros((n, 2), np.float32), w=np.ones((n, 2), np.float32),
+                   record=np.array(["a"] * 6 + ["b"] * 6), start=np.tile(np.arange(6) * 180, 2))
+    train, val = split(ws, ("b",), hop=360)
+    assert set(train.record) == {"a"} and len(train.start) == 6
+    assert set(val.record) == {"b"} and list(val.start) == [0, 360, 720]
+
+
+def test_cross_fitted_run_scores_each_record_with_the_member_that_held_it_out(tmp_path, tiny_model_dir):
+    import torch
+
+    from stream_ecg.card import load_card
+    from stream_ecg.offline import run_record
+    from trainer.model import JointEnsemble, JointModelConfig
+    from trainer.train import TrainConfig, TrainResult, save_checkpoint
+    from trainer.validation import CheckpointModel, held_out_outputs
+
+    card = load_card(tiny_model_dir)
+    mcfg = JointModelConfig.from_dict(card.model_config)
+    torch.manual_seed(1)
+    ens = JointEnsemble(mcfg, 2).eval()
+    cfg = BedsideConfig(folds=(("208",), ("100",)))
+    save_checkpoint(tmp_path / "checkpoint.pt", TrainResult(model=ens), mcfg, TrainConfig(), extra={"bedside": {"bedside_config": cfg.to_dict()}})
+    outputs = held_out_outputs(tmp_path, card, excerpt_dir())
+    assert [o.name for o in outputs] == ["208", "100"]
+    for out, own, other in ((outputs[0], 0, 1), (outputs[1], 1, 0)):
+        rec = load_record(out.name, excerpt_dir())
+        np.testing.assert_allclose(out.probs, run_record(CheckpointModel(card, ens.members[own]), rec).probs, atol=1e-6)
+        assert not np.allclose(out.probs, run_record(CheckpointModel(card, ens.members[other]), rec).probs, atol=1e-3)

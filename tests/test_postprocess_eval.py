@@ -74,6 +74,31 @@ def test_weak_attention_bumps_are_not_published(tiny_model_dir):
     assert [(iv.start, iv.label) for iv in out[0]] == [(300, "V")]
 
 
+def test_keep_drop_publishes_only_the_candidates_the_class_rests_on(tiny_model_dir):
+    import dataclasses
+
+    from stream_ecg.intervals import IntervalRule
+
+    card = dataclasses.replace(load_card(tiny_model_dir), interval_rule=IntervalRule(keep_drop=0.5))
+    x = np.random.default_rng(0).normal(size=(1, 1, 2000)).astype(np.float32)
+    att = np.zeros((1, 2000), np.float32)
+    for s in (300, 900, 1500):
+        att[0, s : s + 100] = 1.0
+    probs = np.array([[0.05, 0.01, 0.999]], np.float32)  # V alarm, saturated: two PVCs and a normal beat lit
+
+    def infer(batch):
+        # removing either PVC leaves the other (probability still ~1, logit falls by ~2-2.5); removing the normal beat: nothing
+        assert batch.shape[0] == 3
+        return np.array([[0.1, 0.01, 0.99], [0.1, 0.01, 0.999], [0.1, 0.01, 0.98]], np.float32), np.zeros((3, 2000), np.float32)
+
+    out = label_intervals(card, infer, x, probs, att)
+    assert [(iv.start, iv.label) for iv in out[0]] == [(300, "V"), (1500, "V")]
+    att1 = np.zeros((1, 2000), np.float32)
+    att1[0, 300:400] = 1.0
+    single = label_intervals(card, None, x, probs, att1)  # one candidate: nothing to compare, no re-run
+    assert [(iv.start, iv.label) for iv in single[0]] == [(300, "V")]
+
+
 def test_window_targets_with_margin():
     starts = np.array([0, 1000])
     beats, cls = np.array([50, 1500]), np.array(["V", "V"])

@@ -28,6 +28,16 @@ ABNORMAL = ("S", "V")
 CLASSES = ("normal", *ABNORMAL)
 # Held out of DS1 for early stopping and threshold choice: S and V beats from three patients.
 VAL_RECORDS = ("118", "119", "220", "223")
+# Cross-fitting (`--folds`): DS1 in four record folds, one member per fold trained on the other three, so
+# every DS1 record is a validation record for exactly one member and thresholds rest on all 22 patients'
+# out-of-fold scores instead of four. Grouped by hand so each fold holds about a quarter of DS1's S and V
+# beats (only 8 records carry S) and the two records with atrial fibrillation (201, 203) sit apart.
+FOLDS = (
+    ("209", "208", "114", "101", "115", "230"),
+    ("201", "220", "106", "112", "122"),
+    ("207", "118", "203", "109", "205"),
+    ("223", "124", "119", "215", "116", "108"),
+)
 LEAD_CONTRACT = LeadContract(
     leads=("MLII",),
     aliases={"MLII": ("II", "ML2", "MLII", "ECG1", "ECG", "ECG 1", "LEAD II", "D2")},
@@ -45,6 +55,12 @@ class BedsideConfig:
     rule: IntervalRule = IntervalRule()
     val_records: tuple[str, ...] = VAL_RECORDS
     model: dict = field(default_factory=dict)
+    folds: tuple[tuple[str, ...], ...] = ()  # non-empty: cross-fitted members, val_records unused
+
+    @property
+    def validation(self) -> tuple[tuple[str, ...], ...]:
+        """Held-out records per member: the folds, or the validation records for every member."""
+        return self.folds or (self.val_records,)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -55,7 +71,7 @@ class BedsideConfig:
     def from_dict(cls, d: dict) -> "BedsideConfig":
         """The config a checkpoint recorded (`to_dict`), so export and analysis cut windows as training did."""
         return cls(**{**d, "dsp": DspConfig.from_dict(d["dsp"]), "rule": IntervalRule.from_dict(d["rule"]),
-                      "val_records": tuple(d["val_records"])})
+                      "val_records": tuple(d["val_records"]), "folds": tuple(tuple(f) for f in d.get("folds", ()))})
 
 
 @dataclass(frozen=True)
@@ -97,11 +113,20 @@ def concat(parts: list[WindowSet]) -> WindowSet:
     return WindowSet(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("x", "y", "w", "record", "start")))
 
 
-def ds1_split(cfg: BedsideConfig, data_dir=None) -> tuple[WindowSet, WindowSet]:
-    """DS1 minus the validation records (dense training hop) and the validation records (runtime hop)."""
-    train = [record_windows(r, cfg, cfg.train_hop, data_dir) for r in DS1 if r not in cfg.val_records]
-    val = [record_windows(r, cfg, cfg.hop, data_dir) for r in cfg.val_records]
-    return concat(train), concat(val)
+def select(ws: WindowSet, keep: np.ndarray) -> WindowSet:
+    return WindowSet(*(getattr(ws, f)[keep] for f in ("x", "y", "w", "record", "start")))
+
+
+def ds1_windows(cfg: BedsideConfig, data_dir=None) -> WindowSet:
+    """Every DS1 record at the dense training hop (the runtime-hop windows are a subset of them)."""
+    assert cfg.hop % cfg.train_hop == 0, "validation windows are taken from the training-hop grid"
+    return concat([record_windows(r, cfg, cfg.train_hop, data_dir) for r in DS1])
+
+
+def split(ds1: WindowSet, held_out: tuple[str, ...], hop: int) -> tuple[WindowSet, WindowSet]:
+    """DS1 minus the held-out records (dense hop) and the held-out records (runtime hop)."""
+    out = np.isin(ds1.record, held_out)
+    return select(ds1, ~out), select(ds1, out & (ds1.start % hop == 0))
 
 
 def balanced_p(y: np.ndarray) -> np.ndarray:
@@ -147,25 +172,29 @@ def ensure_dir(p: Path) -> Path:
 
 def train_bedside(cfg: BedsideConfig, train_cfg, out: Path, data_dir=None, epoch_size: int = 12000,
                   seeds: tuple[int, ...] | None = None) -> dict:
-    """Train on DS1 (minus validation records), one member per seed (several make an averaging
-    ensemble), pick thresholds on the validation records, save a checkpoint."""
+    """Train on DS1, one member per seed (several make an averaging ensemble), or with `cfg.folds` one
+    member per fold, each held out of its own member; pick thresholds on the held-out windows (pooled
+    out-of-fold scores when cross-fitted) and save a checkpoint."""
     import torch
 
     from .model import JointEnsemble, JointModelConfig
     from .train import MultiLabelObjective, TrainResult, predict_logits, save_checkpoint, train_model
 
-    seeds = tuple(seeds) if seeds else (train_cfg.seed,)
-    train, val = ds1_split(cfg, data_dir)
+    folds = cfg.validation
+    seeds = tuple(seeds) if seeds else tuple(train_cfg.seed + k for k in range(len(folds))) if cfg.folds else (train_cfg.seed,)
+    if cfg.folds and len(seeds) != len(folds):
+        raise ValueError(f"cross-fitting trains one member per fold: {len(folds)} folds, {len(seeds)} seeds")
+    ds1 = ds1_windows(cfg, data_dir)
     mcfg = JointModelConfig(**{"in_leads": cfg.dsp.channels(len(LEAD_CONTRACT.leads)), "n_classes": len(ABNORMAL), **cfg.model})
-    objective = MultiLabelObjective(train.y, train.w, val.y, val.w)
-    members = [
-        train_model(
+    members, held = [], []
+    for k, seed in enumerate(seeds):
+        train, val = split(ds1, folds[k % len(folds)], cfg.hop)
+        members.append(train_model(
             mcfg, dataclasses.replace(train_cfg, seed=seed), (train.x, train.y), (val.x, val.y),
             augment=functools.partial(augment, leads=len(LEAD_CONTRACT.leads)), desc=f"bedside seed {seed}",
-            objective=objective, sample_p=balanced_p(train.y), epoch_size=epoch_size,
-        )
-        for seed in seeds
-    ]
+            objective=MultiLabelObjective(train.y, train.w, val.y, val.w), sample_p=balanced_p(train.y), epoch_size=epoch_size,
+        ))
+        held.append(val)
     if len(members) == 1:
         result = members[0]
     else:
@@ -178,7 +207,12 @@ def train_bedside(cfg: BedsideConfig, train_cfg, out: Path, data_dir=None, epoch
             best_epoch=[m.best_epoch for m in members],
             seconds=sum(m.seconds for m in members),
         )
-    logits, _ = predict_logits(result.model, val.x)
+    if cfg.folds:  # each window scored by the one member that never saw its patient
+        val = concat(held)
+        logits = torch.cat([predict_logits(m.model, v.x)[0] for m, v in zip(members, held)])
+    else:
+        val = held[0]
+        logits = predict_logits(result.model, val.x)[0]
     p_val = torch.sigmoid(logits).numpy()
     thresholds, val_metrics = {}, {}
     for k, cls in enumerate(ABNORMAL):
@@ -186,13 +220,17 @@ def train_bedside(cfg: BedsideConfig, train_cfg, out: Path, data_dir=None, epoch
         thresholds[cls] = best_threshold(val.y[known, k] > 0, p_val[known, k])
         val_metrics[cls] = detection_metrics(val.y[known, k] > 0, p_val[known, k], thresholds[cls])
     ensure_dir(out)
+    trained_on = [~np.isin(ds1.record, folds[k % len(folds)]) for k in range(len(folds))]
+    n_train = [int(t.sum()) for t in trained_on]
+    counts = [{c: int(ds1.y[t, k].sum()) for k, c in enumerate(ABNORMAL)} for t in trained_on]
     meta = {
         "bedside_config": cfg.to_dict(),
         "thresholds": thresholds,
         "val_metrics": val_metrics,
-        "train_windows": int(len(train.y)),
+        "validation": "out-of-fold (each record scored by the member that held it out)" if cfg.folds else "ensemble on val_records",
+        "train_windows": n_train if cfg.folds else n_train[0],
         "val_windows": int(len(val.y)),
-        "train_counts": {c: int(train.y[:, k].sum()) for k, c in enumerate(ABNORMAL)},
+        "train_counts": counts if cfg.folds else counts[0],
         "val_counts": {c: int(val.y[:, k].sum()) for k, c in enumerate(ABNORMAL)},
         "train_seconds": result.seconds,
         "best_epoch": result.best_epoch,
@@ -215,6 +253,9 @@ def member_spread(checkpoint: Path, records: str = "DS2", data_dir=None) -> dict
     model, ckpt = load_checkpoint(checkpoint)
     d = ckpt["bedside"]["bedside_config"]
     cfg = BedsideConfig.from_dict(d)
+    if records == "VAL" and cfg.folds:
+        raise ValueError("a cross-fitted run has no common validation records (each member saw the other folds); "
+                         "`trainer validate --run RUN` gives the out-of-fold scores")
     names = DS2 if records == "DS2" else tuple(d["val_records"]) if records == "VAL" else tuple(records.split(","))
     ws = concat([record_windows(r, cfg, cfg.hop, data_dir) for r in names])
     nets = list(model.members) if isinstance(model, JointEnsemble) else [model]

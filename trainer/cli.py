@@ -34,6 +34,8 @@ def train(
     test_fold: int = typer.Option(0, min=0, max=4, help="paper: which of the 5 stratified folds is held out."),
     model: str = typer.Option("{}", help='JSON overrides of the model config, e.g. \'{"cls_kernel": 9}\'.'),
     rhythm: bool = typer.Option(True, help="bedside: feed the RR-context channels (stream_ecg.rhythm) beside the ECG."),
+    folds: bool = typer.Option(False, help="bedside: cross-fit one member per DS1 record fold (trainer.bedside.FOLDS); "
+                               "thresholds from the pooled out-of-fold scores of all DS1 records."),
 ) -> None:
     """Train the joint model end-to-end with window/segment labels only; saves checkpoint.pt + metrics.json."""
     from .train import TrainConfig
@@ -42,9 +44,10 @@ def train(
     if task == "bedside":
         from stream_ecg.dsp import DspConfig
 
-        from .bedside import BedsideConfig, train_bedside
+        from .bedside import FOLDS, BedsideConfig, train_bedside
 
-        cfg = BedsideConfig(dsp=DspConfig(rhythm=rhythm), model={**BEDSIDE_MODEL, "pool_kernel": kernel, **json.loads(model)})
+        cfg = BedsideConfig(dsp=DspConfig(rhythm=rhythm), model={**BEDSIDE_MODEL, "pool_kernel": kernel, **json.loads(model)},
+                            folds=FOLDS if folds else ())
         report = train_bedside(cfg, tcfg, out, data, epoch_size=epoch_size, seeds=tuple(int(v) for v in seeds.split(",") if v))
     elif task == "paper":
         report = _train_paper_fold(method, kernel, tcfg, out, data, seed, test_fold)
@@ -98,12 +101,12 @@ def export(
     make_default: bool = typer.Option(True, help="Write edge_models/DEFAULT naming this model."),
     tensorrt: bool = typer.Option(False, help="Also compile with Torch-TensorRT (needs an NVIDIA GPU)."),
     fp16: bool = typer.Option(False, help="TensorRT: allow fp16 (attention pooling stays fp32)."),
-    min_score: float | None = typer.Option(None, help="interval_rule.min_score for the card (chosen with `trainer validate`); default: the run's."),
+    rule: str = typer.Option("{}", help='JSON overrides of the interval rule for the card (chosen with `trainer validate`), e.g. \'{"keep_drop": 0.5}\'.'),
 ) -> None:
     """Export ONNX + torch.export (+ Torch-TensorRT) with the model card; evaluate on DS2."""
     from .ship import ship
 
-    card = ship(run, out, name, version, _command(), data, evaluate, min_score)
+    card = ship(run, out, name, version, _command(), data, evaluate, json.loads(rule))
     if make_default and out.parent.name == "edge_models":
         (out.parent / "DEFAULT").write_text(out.name + "\n")
     typer.echo(json.dumps({k: card[k] for k in ("name", "files", "latency_ms", "metrics") if k in card}, indent=2, default=float))
@@ -122,32 +125,37 @@ def export(
 
 @app.command()
 def validate(
-    model_dir: Path = typer.Option(..., "--model", help="An exported model folder (trainer export --no-evaluate)."),
+    run: Path = typer.Option(Path("runs/bedside"), help="The training run (checkpoint.pt) whose held-out records to score."),
+    model_dir: Path | None = typer.Option(None, "--model", help="Take thresholds and interval rule from this exported card (default: the run's)."),
     data: Path | None = typer.Option(None, help="MIT-BIH directory."),
-    min_scores: str = typer.Option("", help="Comma-separated interval_rule.min_score values to compare ('' = the card's)."),
+    rules: str = typer.Option("[{}]", help='JSON list of interval-rule overrides to compare, e.g. \'[{}, {"keep_drop": 0.5}]\'.'),
     thresholds: str = typer.Option("{}", help='JSON overrides of the card\'s class thresholds, e.g. \'{"S": 0.3}\'.'),
 ) -> None:
-    """Beat- and window-level scores on the DS1 validation records (model and rule choice without touching DS2)."""
+    """Beat- and window-level scores on the run's held-out DS1 records (out-of-fold for a cross-fitted
+    run): model and rule choice without touching DS2."""
     import dataclasses
 
-    from .bedside import BedsideConfig
-
-    from stream_ecg.card import load_card
-    from stream_ecg.data import load_record
+    from stream_ecg.card import ModelCard, load_card
     from stream_ecg.evaluation import score_records
-    from stream_ecg.infer import load_model
-    from stream_ecg.offline import run_record
 
-    card = load_card(model_dir)
+    from .bedside import BedsideConfig
+    from .ship import card_from_run
+    from .train import load_checkpoint
+    from .validation import held_out_outputs
+
+    if model_dir is not None:
+        card = load_card(model_dir)
+    else:
+        card = ModelCard.from_dict({**card_from_run(load_checkpoint(run / "checkpoint.pt")[1], "run", "0", ""), "files": {}})
     card = dataclasses.replace(card, thresholds={**card.thresholds, **json.loads(thresholds)})
-    model = load_model(model_dir, "onnxruntime", threads=2)
-    records = [load_record(r, data) for r in card.raw["training"]["validation_records"]]
-    rows = {}
-    for m in [float(v) for v in min_scores.split(",") if v] or [card.interval_rule.min_score]:
-        model.card = dataclasses.replace(card, interval_rule=dataclasses.replace(card.interval_rule, min_score=m))
-        ev = score_records([run_record(model, r) for r in records], model.card, BedsideConfig().margin)
-        rows[str(m)] = {"beat": ev["beat"], "window": ev["window"]}
-    typer.echo(json.dumps({"records": [r.name for r in records], "thresholds": card.thresholds, "by_min_score": rows}, indent=2, default=float))
+    rows, names = [], []
+    for override in json.loads(rules):
+        scored = dataclasses.replace(card, interval_rule=dataclasses.replace(card.interval_rule, **override))
+        outputs = held_out_outputs(run, scored, data)
+        names = [o.name for o in outputs]
+        ev = score_records(outputs, scored, BedsideConfig().margin)
+        rows.append({"interval_rule": scored.interval_rule.to_dict(), "beat": ev["beat"], "window": ev["window"]})
+    typer.echo(json.dumps({"records": names, "thresholds": card.thresholds, "by_rule": rows}, indent=2, default=float))
 
 
 @app.command()

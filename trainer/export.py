@@ -32,6 +32,7 @@ class Deployable(nn.Module):
     def __init__(self, model: JointModel, head: Head = "softmax"):
         super().__init__()
         self.model, self.head = model.eval(), head
+        self.eval()  # the wrapper too, so export sees an inference-mode module
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits, a = self.model(x)

@@ -27,7 +27,7 @@ INTENDED_USE = (
     "clinical use, not for diagnosis or patient monitoring decisions."
 )
 LIMITS = (
-    "Trained on 18 MIT-BIH DS1 records (1970s Holter recordings of 47 patients, 360 Hz); judged on DS2. "
+    "Trained on MIT-BIH DS1 records (1970s Holter recordings of 47 patients, 360 Hz; see training); judged on DS2. "
     "Paced rhythms are out of scope (paced records excluded). F and Q beats are not classes. The rhythm channels "
     "come from an R-peak detector inside each 5.6 s window: irregular rhythms with normal beats (atrial "
     "fibrillation, marked sinus arrhythmia, AV block with dropped beats) raise false S alarms, and missed or "
@@ -64,7 +64,9 @@ def card_from_run(ckpt: dict, name: str, version: str, command: str) -> dict:
         "interval_rule": cfg["rule"],
         "interval_labelling": "a window alarming for one class gives it to each attention interval whose peak reaches "
         "interval_rule.min_score of the window's peak; a window alarming for S and V re-runs the model with each interval "
-        "removed (+-18 samples) and gives it the class whose probability falls most relative to its threshold; "
+        "removed (+-18 samples) and gives it the class whose probability falls most relative to its threshold; with "
+        "interval_rule.keep_drop > 0 every alarming window with several intervals is re-run so and an interval is published "
+        "only if removing it lowers its class logit by keep_drop x the window's largest drop; "
         "score = window class probability x the interval's normalised attention peak",
         "model_config": mc,
         "ensemble": {
@@ -73,9 +75,17 @@ def card_from_run(ckpt: dict, name: str, version: str, command: str) -> dict:
             "combine": "mean of the members' logits and of their attention maps",
         },
         "training": {
-            "data": "MIT-BIH DS1 (de Chazal 2004) minus validation records",
-            "validation_records": list(cfg["val_records"]),
-            "train_records": [r for r in DS1 if r not in cfg["val_records"]],
+            **({
+                "data": "MIT-BIH DS1 (de Chazal 2004), cross-fitted: each member trained on DS1 minus its fold",
+                "folds": [list(f) for f in cfg["folds"]],
+                "validation_records": list(DS1),
+                "validation": "out-of-fold: each DS1 record scored by the one member that held it out",
+                "train_records": list(DS1),
+            } if cfg.get("folds") else {
+                "data": "MIT-BIH DS1 (de Chazal 2004) minus validation records",
+                "validation_records": list(cfg["val_records"]),
+                "train_records": [r for r in DS1 if r not in cfg["val_records"]],
+            }),
             "windows": {"train": meta["train_windows"], "val": meta["val_windows"]},
             "train_seconds": meta["train_seconds"],
             "best_epoch": meta["best_epoch"],
@@ -118,15 +128,14 @@ def evaluate_ds2(model_dir: Path, data_dir=None, margin: int = 72, records: tupl
 
 
 def ship(run: Path, out: Path, name: str, version: str, command: str, data_dir=None, evaluate: bool = True,
-         min_score: float | None = None) -> dict:
+         rule: dict | None = None) -> dict:
     model, ckpt = load_checkpoint(run / "checkpoint.pt")
     cfg_d = ckpt["bedside"]["bedside_config"]
     cfg = BedsideConfig.from_dict(cfg_d)
     train_cmd = json.loads((run / "metrics.json").read_text()).get("command", "") if (run / "metrics.json").exists() else ""
     card = card_from_run(ckpt, name, version, train_cmd)
     card["export_command"] = command
-    if min_score is not None:
-        card["interval_rule"] = IntervalRule.from_dict({**card["interval_rule"], "min_score": min_score}).to_dict()
+    card["interval_rule"] = IntervalRule.from_dict({**card["interval_rule"], **(rule or {})}).to_dict()
     card = write_model_folder(Deployable(model, "multilabel"), out, card, check_windows(cfg))
     card["latency_ms"] = measure_latency(out, cfg.window)
     if evaluate:
