@@ -92,6 +92,20 @@ def test_training_learns_and_is_repeatable():
         assert torch.equal(value, b.model.state_dict()[key]), key
 
 
+def test_select_last_trains_the_whole_schedule_and_keeps_the_end():
+    rng = np.random.default_rng(0)
+    tr = _toy(64, rng)
+    va = (tr[0][:16], 1 - tr[1][:16])  # labels flipped: validation only gets worse, "best" would stop early
+    cfg = JointModelConfig.for_method("l2", in_leads=1, pool_kernel=31, **SMALL)
+    base = dict(epochs=5, batch_size=16, lr=1e-2, patience=1, seed=0, threads=1, progress=False)
+    last = train_model(cfg, TrainConfig(**base, select="last"), tr, va)
+    assert last.best_epoch == 5 and len(last.history) == 5
+    best = train_model(cfg, TrainConfig(**base), tr, va)
+    assert len(best.history) < 5 and best.best_epoch < 5
+    with pytest.raises(ValueError):
+        TrainConfig(select="median")
+
+
 def test_ensemble_averages_members_and_round_trips_through_a_checkpoint(tmp_path):
     from trainer.model import JointEnsemble
     from trainer.train import TrainResult, load_checkpoint, save_checkpoint

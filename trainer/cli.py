@@ -34,13 +34,15 @@ def train(
     test_fold: int = typer.Option(0, min=0, max=4, help="paper: which of the 5 stratified folds is held out."),
     model: str = typer.Option("{}", help='JSON overrides of the model config, e.g. \'{"cls_kernel": 9}\'.'),
     rhythm: bool = typer.Option(True, help="bedside: feed the RR-context channels (stream_ecg.rhythm) beside the ECG."),
+    select: str = typer.Option("best", help="best: keep the best validation epoch, stop early | last: train the whole schedule, keep the end."),
     folds: bool = typer.Option(False, help="bedside: cross-fit one member per DS1 record fold (trainer.bedside.FOLDS); "
                                "thresholds from the pooled out-of-fold scores of all DS1 records."),
 ) -> None:
     """Train the joint model end-to-end with window/segment labels only; saves checkpoint.pt + metrics.json."""
     from .train import TrainConfig
 
-    tcfg = TrainConfig(epochs=epochs, lr=lr, seed=seed, sparsity=sparsity, patience=max(4, epochs // 3), progress=sys.stderr.isatty())
+    tcfg = TrainConfig(epochs=epochs, lr=lr, seed=seed, sparsity=sparsity, patience=max(4, epochs // 3), progress=sys.stderr.isatty(),
+                       select=select)
     if task == "bedside":
         from stream_ecg.dsp import DspConfig
 
@@ -101,12 +103,13 @@ def export(
     make_default: bool = typer.Option(True, help="Write edge_models/DEFAULT naming this model."),
     tensorrt: bool = typer.Option(False, help="Also compile with Torch-TensorRT (needs an NVIDIA GPU)."),
     fp16: bool = typer.Option(False, help="TensorRT: allow fp16 (attention pooling stays fp32)."),
+    results: Path = typer.Option(Path("docs/results"), help="Where bedside_ds2.json goes (a candidate's evaluation need not overwrite the shipped one's)."),
     rule: str = typer.Option("{}", help='JSON overrides of the interval rule for the card (chosen with `trainer validate`), e.g. \'{"keep_drop": 0.5}\'.'),
 ) -> None:
     """Export ONNX + torch.export (+ Torch-TensorRT) with the model card; evaluate on DS2."""
     from .ship import ship
 
-    card = ship(run, out, name, version, _command(), data, evaluate, json.loads(rule))
+    card = ship(run, out, name, version, _command(), data, evaluate, json.loads(rule), results)
     if make_default and out.parent.name == "edge_models":
         (out.parent / "DEFAULT").write_text(out.name + "\n")
     typer.echo(json.dumps({k: card[k] for k in ("name", "files", "latency_ms", "metrics") if k in card}, indent=2, default=float))
@@ -161,7 +164,7 @@ def validate(
 @app.command()
 def members(
     run: Path = typer.Option(Path("runs/bedside"), help="A bedside training run (checkpoint.pt) holding an ensemble."),
-    records: str = typer.Option("DS2", help="DS2, VAL (the run's validation records) or comma-separated record names."),
+    records: str = typer.Option("DS2", help="DS2, VAL (the run's validation records; for a cross-fitted run each member on its own fold, per record) or comma-separated record names."),
     data: Path | None = typer.Option(None, help="MIT-BIH directory."),
     out: Path | None = typer.Option(None, help="Also write the JSON here."),
 ) -> None:

@@ -141,6 +141,27 @@ def members_section(res: Path) -> list[str]:
     return out
 
 
+def crossfit_section(res: Path) -> list[str]:
+    path = res / "crossfit_oof.json"
+    if not path.exists():
+        return []
+    d = json.loads(path.read_text())
+    fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+    out = [
+        "### Cross-fitted members on the DS1 records they never saw (explored, not shipped)",
+        "",
+        f"Command: `{d['command']}`. Source: `docs/results/crossfit_oof.json`. Window AUC and mean logit per record, "
+        "from the one member trained without the record's fold; – where the record has no windows of the class.",
+        "",
+        "| member | record | S windows | S AUC | S mean logit | V windows | V AUC | V mean logit |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        *[f"| {r['member']} | {r['record']} | {r['S']['positives']} | {fmt(r['S']['auc'])} | {r['S']['mean_logit']:+.1f} | "
+          f"{r['V']['positives']} | {fmt(r['V']['auc'])} | {r['V']['mean_logit']:+.1f} |" for r in d["out_of_fold"]],
+        "",
+    ]
+    return out
+
+
 def live_section(res: Path) -> list[str]:
     path = res / "live_ds2.json"
     if not path.exists():
@@ -167,7 +188,7 @@ def render(res: Path = Path("docs/results"), intro: str = "") -> str:
              "the command that produced its numbers. Re-run that command, then `trainer report`.", ""]
     if intro:
         lines += [intro, ""]
-    for section in (paper_section, localisation_section, bedside_section, members_section, live_section):
+    for section in (paper_section, localisation_section, bedside_section, members_section, crossfit_section, live_section):
         lines += section(res)
     notes = res.parent / "results_notes.md"
     if notes.exists():

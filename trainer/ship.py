@@ -128,7 +128,7 @@ def evaluate_ds2(model_dir: Path, data_dir=None, margin: int = 72, records: tupl
 
 
 def ship(run: Path, out: Path, name: str, version: str, command: str, data_dir=None, evaluate: bool = True,
-         rule: dict | None = None) -> dict:
+         rule: dict | None = None, results: Path = Path("docs/results")) -> dict:
     model, ckpt = load_checkpoint(run / "checkpoint.pt")
     cfg_d = ckpt["bedside"]["bedside_config"]
     cfg = BedsideConfig.from_dict(cfg_d)
@@ -149,7 +149,6 @@ def ship(run: Path, out: Path, name: str, version: str, command: str, data_dir=N
                 "evaluation_seconds": ev["seconds"],
             }
         }
-        results = Path("docs/results")
         results.mkdir(parents=True, exist_ok=True)
         (results / "bedside_ds2.json").write_text(json.dumps({**ev, "model": name, "command": command}, indent=2, default=float))
     (out / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")

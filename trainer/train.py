@@ -32,6 +32,14 @@ class TrainConfig:
     # unsupervised, it asks the segmenter to highlight as little of the window as the class needs.
     sparsity: float = 0.0
     cosine: bool = True  # cosine learning-rate decay over the planned epochs
+    # "best": keep the epoch with the best validation criterion, stop after `patience` epochs without one.
+    # "last": train the whole schedule and keep the end; the validation scores are then untouched by
+    # selection (what cross-fitted thresholds need), and are still recorded per epoch.
+    select: str = "best"
+
+    def __post_init__(self) -> None:
+        if self.select not in ("best", "last"):
+            raise ValueError(f"select={self.select!r}: best or last")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -192,7 +200,7 @@ def train_model(
         if hasattr(objective, "val_score"):
             history[-1]["val_score"] = objective.val_score(logits_va)
             criterion = -history[-1]["val_score"]
-        if criterion < best[0]:
+        if cfg.select == "last" or criterion < best[0]:
             best = (criterion, epoch, copy.deepcopy(model.state_dict()))
         elif epoch - best[1] >= cfg.patience:
             break
