@@ -103,3 +103,8 @@ def test_cross_fitted_run_scores_each_record_with_the_member_that_held_it_out(tm
         rec = load_record(out.name, excerpt_dir())
         np.testing.assert_allclose(out.probs, run_record(CheckpointModel(card, ens.members[own]), rec).probs, atol=1e-6)
         assert not np.allclose(out.probs, run_record(CheckpointModel(card, ens.members[other]), rec).probs, atol=1e-3)
+    from trainer.bedside import member_spread
+
+    oof = member_spread(tmp_path / "checkpoint.pt", "VAL", excerpt_dir())["out_of_fold"]
+    assert [(r["member"], r["record"]) for r in oof] == [(0, "208"), (1, "100")]
+    assert oof[0]["V"]["positives"] > 0 and oof[1]["V"]["positives"] == 0 and oof[1]["V"]["auc"] is None

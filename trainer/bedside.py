@@ -137,7 +137,7 @@ def balanced_p(y: np.ndarray) -> np.ndarray:
     return p / p.sum()
 
 
-def augment(x: np.ndarray, rng: np.random.Generator, leads: int = 1) -> np.ndarray:
+def augment(x: np.ndarray, rng: np.random.Generator, leads: int = 1, eps: float = DspConfig().norm_eps) -> np.ndarray:
     """Noise, baseline wander and amplitude/polarity-preserving gain on the ECG leads, then the same
     z-score again; rhythm channels after the first `leads` pass through (they were computed clean)."""
     x, rest = x[:, :leads], x[:, leads:]
@@ -146,7 +146,7 @@ def augment(x: np.ndarray, rng: np.random.Generator, leads: int = 1) -> np.ndarr
     wander = rng.uniform(0, 0.4, (n, 1, 1)) * np.sin(2 * np.pi * rng.uniform(0.05, 0.5, (n, 1, 1)) * tt / 360 + rng.uniform(0, 6.3, (n, 1, 1)))
     noise = rng.normal(0, 1, x.shape) * rng.uniform(0, 0.15, (n, 1, 1))
     gain = rng.uniform(0.8, 1.25, (n, 1, 1))
-    ecg = normalise_window((x * gain + wander + noise).astype(np.float32), 1e-3)
+    ecg = normalise_window((x * gain + wander + noise).astype(np.float32), eps)
     return np.concatenate([ecg, rest], axis=1) if rest.shape[1] else ecg
 
 
@@ -191,7 +191,7 @@ def train_bedside(cfg: BedsideConfig, train_cfg, out: Path, data_dir=None, epoch
         train, val = split(ds1, folds[k % len(folds)], cfg.hop)
         members.append(train_model(
             mcfg, dataclasses.replace(train_cfg, seed=seed), (train.x, train.y), (val.x, val.y),
-            augment=functools.partial(augment, leads=len(LEAD_CONTRACT.leads)), desc=f"bedside seed {seed}",
+            augment=functools.partial(augment, leads=len(LEAD_CONTRACT.leads), eps=cfg.dsp.norm_eps), desc=f"bedside seed {seed}",
             objective=MultiLabelObjective(train.y, train.w, val.y, val.w), sample_p=balanced_p(train.y), epoch_size=epoch_size,
         ))
         held.append(val)
