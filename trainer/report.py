@@ -29,11 +29,25 @@ def _pct(v) -> str:
     return "n/a" if v is None or v != v else f"{100 * v:.1f} %"
 
 
+def _load(res: Path, name: str) -> dict | None:
+    """A results JSON, or None where its command has not been run yet (its section is then left out)."""
+    path = res / name
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _row(cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    """A markdown table: header, rule, one line per row."""
+    return [_row(header), _row(["---"] * len(header)), *(_row(r) for r in rows)]
+
+
 def paper_section(res: Path) -> list[str]:
-    path = res / "paper_protocol.json"
-    if not path.exists():
+    d = _load(res, "paper_protocol.json")
+    if d is None:
         return ["_paper_protocol.json not produced yet._", ""]
-    d = json.loads(path.read_text())
     cfg = d["config"]
     out = [
         "## The paper's protocol (MIT-BIH PVC vs APB segments, 5-fold CV)",
@@ -51,25 +65,22 @@ def paper_section(res: Path) -> list[str]:
     ]
     for split, title in (("segment_split", "Folds split by segment (the paper's protocol)"),
                          ("record_split", "Folds split by record (no patient in train and test)")):
-        out += [f"### {title}", "", "| method | accuracy | sensitivity | specificity | AUC |", "| --- | --- | --- | --- | --- |"]
+        rows = []
         for m, r in d[split].items():
-            out.append(f"| {NAMES.get(m, m)} | " + " | ".join(_ms(r[k]) for k in METRICS) + " |")
+            rows.append([NAMES.get(m, m), *(_ms(r[k]) for k in METRICS)])
             if split == "segment_split" and m in PAPER:
-                out.append(f"| _paper: {NAMES[m]}_ | " + " | ".join(f"{PAPER[m][k]:.4f}" for k in METRICS) + " |")
-        out.append("")
-    out += ["### L2 pooling kernel ablation (segment split)", "", "| kernel (samples) | accuracy | sensitivity | specificity | AUC |",
-            "| --- | --- | --- | --- | --- |"]
-    for k, r in d["kernel_ablation"].items():
-        out.append(f"| {k} | " + " | ".join(_ms(r[m]) for m in METRICS) + " |")
-    out.append("")
+                rows.append([f"_paper: {NAMES[m]}_", *(f"{PAPER[m][k]:.4f}" for k in METRICS)])
+        out += [f"### {title}", "", *_table(["method", "accuracy", "sensitivity", "specificity", "AUC"], rows), ""]
+    out += ["### L2 pooling kernel ablation (segment split)", "",
+            *_table(["kernel (samples)", "accuracy", "sensitivity", "specificity", "AUC"],
+                    [[k, *(_ms(r[m]) for m in METRICS)] for k, r in d["kernel_ablation"].items()]), ""]
     return out
 
 
 def localisation_section(res: Path) -> list[str]:
-    path = res / "localisation.json"
-    if not path.exists():
+    d = _load(res, "localisation.json")
+    if d is None:
         return []
-    d = json.loads(path.read_text())
     out = [
         "## Localisation, measured against the beat annotations",
         "",
@@ -79,15 +90,11 @@ def localisation_section(res: Path) -> list[str]:
         "Grade I: every abnormal R peak inside an interval and no normal one; II: every abnormal inside, some normal "
         "inside; III: an abnormal beat missed. The paper's grades are a human's, by eye.",
         "",
-        "| method | grade I | grade II | grade III | abnormal-beat hit rate | normal-beat suppression | windows |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for m, r in d["by_method"].items():
-        g = r["grade"]
-        out.append(f"| {NAMES.get(m, m)} | {_pct(g['I'])} | {_pct(g['II'])} | {_pct(g['III'])} | "
-                   f"{_pct(r['abnormal_hit_rate'])} | {_pct(r['normal_suppression_rate'])} | {r['windows']} |")
-    out.append(f"| _paper (L2, graded by eye)_ | {_pct(PAPER_GRADE['I'])} | {_pct(PAPER_GRADE['II'])} | {_pct(PAPER_GRADE['III'])} | | | |")
-    out.append("")
+    rows = [[NAMES.get(m, m), *(_pct(r["grade"][g]) for g in ("I", "II", "III")), _pct(r["abnormal_hit_rate"]),
+             _pct(r["normal_suppression_rate"]), r["windows"]] for m, r in d["by_method"].items()]
+    rows.append(["_paper (L2, graded by eye)_", *(_pct(PAPER_GRADE[g]) for g in ("I", "II", "III")), "", "", ""])
+    out += [*_table(["method", "grade I", "grade II", "grade III", "abnormal-beat hit rate", "normal-beat suppression", "windows"], rows), ""]
     figs = sorted((res / "figures" / d.get("method", "")).glob("*.png")) or sorted((res / "figures").glob("*/*.png"))
     if figs:
         out += [f"Overlays for `{d.get('method', '')}` (ECG, attention heat map in red, intervals as blue bars, annotated R peaks "
@@ -98,10 +105,9 @@ def localisation_section(res: Path) -> list[str]:
 
 
 def bedside_section(res: Path) -> list[str]:
-    path = res / "bedside_ds2.json"
-    if not path.exists():
+    d = _load(res, "bedside_ds2.json")
+    if d is None:
         return []
-    d = json.loads(path.read_text())
     w, f5 = d["whole_record"], d["from_5_min"]
     out = [
         "## The bedside model on DS2 (inter-patient, offline through the runtime's code path)",
@@ -111,41 +117,38 @@ def bedside_section(res: Path) -> list[str]:
         "interval of its class lies within 150 ms of its R peak; +P is the share of published intervals holding a beat "
         "of their class. Window level: windows whose only beat of a class sits in the 0.2 s edge margin are left out.",
         "",
-        "| class | beat Se | beat +P | beat Se (from 5 min) | beat +P (from 5 min) | window Se | window precision | window AUC | de Chazal 2004 Se / +P |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+    rows = []
     for c in ("V", "S"):
         b, b5, win = w["beat"][c], f5["beat"][c], w["window"][c]
-        out.append(f"| {c} | {_pct(b['se'])} | {_pct(b['ppv'])} | {_pct(b5['se'])} | {_pct(b5['ppv'])} | {_pct(win['se'])} | "
-                   f"{_pct(win['precision'])} | {win['auc']:.3f} | {_pct(DE_CHAZAL[c]['se'])} / {_pct(DE_CHAZAL[c]['ppv'])} |")
-    out.append("")
+        rows.append([c, _pct(b["se"]), _pct(b["ppv"]), _pct(b5["se"]), _pct(b5["ppv"]), _pct(win["se"]), _pct(win["precision"]),
+                     f"{win['auc']:.3f}", f"{_pct(DE_CHAZAL[c]['se'])} / {_pct(DE_CHAZAL[c]['ppv'])}"])
+    out += [*_table(["class", "beat Se", "beat +P", "beat Se (from 5 min)", "beat +P (from 5 min)", "window Se", "window precision",
+                     "window AUC", "de Chazal 2004 Se / +P"], rows), ""]
     return out
 
 
 def members_section(res: Path) -> list[str]:
-    path = res / "members_ds2.json"
-    if not path.exists():
+    d = _load(res, "members_ds2.json")
+    if d is None:
         return []
-    d = json.loads(path.read_text())
     out = [
         "### One seed or several: window AUC of each ensemble member alone on DS2",
         "",
         f"Command: `{d['command']}`. Source: `docs/results/members_ds2.json` ({d['windows']} DS2 windows).",
         "",
-        "| model | window AUC S | window AUC V |",
-        "| --- | --- | --- |",
-        *[f"| seed {m['seed']} alone | {m['window_auc']['S']:.3f} | {m['window_auc']['V']:.3f} |" for m in d["members"]],
-        f"| ensemble (mean of logits) | {d['ensemble']['window_auc']['S']:.3f} | {d['ensemble']['window_auc']['V']:.3f} |",
+        *_table(["model", "window AUC S", "window AUC V"],
+                [*([f"seed {m['seed']} alone", f"{m['window_auc']['S']:.3f}", f"{m['window_auc']['V']:.3f}"] for m in d["members"]),
+                 ["ensemble (mean of logits)", f"{d['ensemble']['window_auc']['S']:.3f}", f"{d['ensemble']['window_auc']['V']:.3f}"]]),
         "",
     ]
     return out
 
 
 def crossfit_section(res: Path) -> list[str]:
-    path = res / "crossfit_oof.json"
-    if not path.exists():
+    d = _load(res, "crossfit_oof.json")
+    if d is None:
         return []
-    d = json.loads(path.read_text())
     fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
     out = [
         "### Cross-fitted members on the DS1 records they never saw (explored, not shipped)",
@@ -153,33 +156,29 @@ def crossfit_section(res: Path) -> list[str]:
         f"Command: `{d['command']}`. Source: `docs/results/crossfit_oof.json`. Window AUC and mean logit per record, "
         "from the one member trained without the record's fold; – where the record has no windows of the class.",
         "",
-        "| member | record | S windows | S AUC | S mean logit | V windows | V AUC | V mean logit |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-        *[f"| {r['member']} | {r['record']} | {r['S']['positives']} | {fmt(r['S']['auc'])} | {r['S']['mean_logit']:+.1f} | "
-          f"{r['V']['positives']} | {fmt(r['V']['auc'])} | {r['V']['mean_logit']:+.1f} |" for r in d["out_of_fold"]],
+        *_table(["member", "record", "S windows", "S AUC", "S mean logit", "V windows", "V AUC", "V mean logit"],
+                [[r["member"], r["record"], *(v for c in ("S", "V") for v in (r[c]["positives"], fmt(r[c]["auc"]), f"{r[c]['mean_logit']:+.1f}"))]
+                 for r in d["out_of_fold"]]),
         "",
     ]
     return out
 
 
 def live_section(res: Path) -> list[str]:
-    path = res / "live_ds2.json"
-    if not path.exists():
+    d = _load(res, "live_ds2.json")
+    if d is None:
         return []
-    d = json.loads(path.read_text())
     out = [
         "## The same model on DS2 through the live engine (ZeroMQ in, worker, ZeroMQ out)",
         "",
         f"Command: `{d['command']}` (model `{d['model']['name']}` {d['model']['version']}; "
         f"{d['realtime_factor']:.0f}x real time). Source: `docs/results/live_ds2.json`; details in `docs/live_evaluation.md`.",
         "",
-        "| class | beat Se | beat +P | window Se | window precision | window AUC |",
-        "| --- | --- | --- | --- | --- | --- |",
+        *_table(["class", "beat Se", "beat +P", "window Se", "window precision", "window AUC"],
+                [[c, _pct(d["beat"][c]["se"]), _pct(d["beat"][c]["ppv"]), _pct(d["window"][c]["se"]), _pct(d["window"][c]["precision"]),
+                  f"{d['window'][c]['auc']:.3f}"] for c in ("V", "S")]),
+        "",
     ]
-    for c in ("V", "S"):
-        b, win = d["beat"][c], d["window"][c]
-        out.append(f"| {c} | {_pct(b['se'])} | {_pct(b['ppv'])} | {_pct(win['se'])} | {_pct(win['precision'])} | {win['auc']:.3f} |")
-    out.append("")
     return out
 
 
