@@ -108,3 +108,11 @@ def test_cross_fitted_run_scores_each_record_with_the_member_that_held_it_out(tm
     oof = member_spread(tmp_path / "checkpoint.pt", "VAL", excerpt_dir())["out_of_fold"]
     assert [(r["member"], r["record"]) for r in oof] == [(0, "208"), (1, "100")]
     assert oof[0]["V"]["positives"] > 0 and oof[1]["V"]["positives"] == 0 and oof[1]["V"]["auc"] is None
+
+
+def test_causal_median_sees_only_the_past():
+    from trainer.bedside import causal_median
+
+    x = np.array([5.0, 1.0, 3.0, 100.0, 2.0])
+    np.testing.assert_allclose(causal_median(x, 3), [5.0, 3.0, 3.0, 3.0, 3.0])
+    np.testing.assert_allclose(causal_median(x, 1), x)

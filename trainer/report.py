@@ -161,6 +161,11 @@ def crossfit_section(res: Path) -> list[str]:
                  for r in d["out_of_fold"]]),
         "",
     ]
+    if "pooled" in d:
+        pooled = d["pooled"]
+        out += [f"Pooled over all {len(d['out_of_fold'])} records: window AUC S {pooled['S']['auc']:.3f}, V {pooled['V']['auc']:.3f}; "
+                f"with each record's logits centred on their causal running median over {d['centre_windows']} windows "
+                f"(a per-patient offset removed): S {pooled['S']['auc_centred']:.3f}, V {pooled['V']['auc_centred']:.3f}.", ""]
     return out
 
 
