@@ -123,3 +123,28 @@ def test_ensemble_averages_members_and_round_trips_through_a_checkpoint(tmp_path
     back, ckpt = load_checkpoint(tmp_path / "c.pt")
     assert ckpt["members"] == 3 and isinstance(back, JointEnsemble)
     torch.testing.assert_close(back(x)[0], logits)
+
+
+def test_a_student_learns_what_its_teacher_says():
+    from trainer.train import MultiLabelObjective, predict_logits
+
+    class Teacher(torch.nn.Module):
+        """Says class 0 is present wherever the window holds a bump; the labels say nothing is."""
+
+        def forward(self, x):
+            bump = (x.abs().amax(dim=(1, 2)) > 2.0).float()
+            return torch.stack([10 * bump - 5, torch.full_like(bump, -5.0)], 1), x[:, :1]
+
+    rng = np.random.default_rng(0)
+    x, has_bump = _toy(256, rng)
+    y, w = np.zeros((256, 2), np.float32), np.ones((256, 2), np.float32)
+    cfg = JointModelConfig.for_method("l2", in_leads=1, n_classes=2, pool_kernel=31, **SMALL)
+    tcfg = TrainConfig(epochs=8, batch_size=32, lr=1e-2, seed=0, threads=1, progress=False, select="last")
+    plain = train_model(cfg, tcfg, (x, y), (x[:64], y[:64]), objective=MultiLabelObjective(y, w, y[:64], w[:64]))
+    student = train_model(cfg, tcfg, (x, y), (x[:64], y[:64]), objective=MultiLabelObjective(y, w, y[:64], w[:64]),
+                          teacher=Teacher(), distill=1.0)
+    p_plain = torch.sigmoid(predict_logits(plain.model, x[:64])[0][:, 0]).numpy()
+    p_student = torch.sigmoid(predict_logits(student.model, x[:64])[0][:, 0]).numpy()
+    bump = has_bump[:64] == 1
+    assert p_plain.max() < 0.5  # from the labels alone: never present
+    assert p_student[bump].mean() > 0.7 and p_student[~bump].mean() < 0.3, (p_student[bump].mean(), p_student[~bump].mean())

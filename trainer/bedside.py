@@ -171,14 +171,23 @@ def ensure_dir(p: Path) -> Path:
 
 
 def train_bedside(cfg: BedsideConfig, train_cfg, out: Path, data_dir=None, epoch_size: int = 12000,
-                  seeds: tuple[int, ...] | None = None) -> dict:
+                  seeds: tuple[int, ...] | None = None, teacher: Path | None = None, distill: float = 0.5) -> dict:
     """Train on DS1, one member per seed (several make an averaging ensemble), or with `cfg.folds` one
     member per fold, each held out of its own member; pick thresholds on the held-out windows (pooled
-    out-of-fold scores when cross-fitted) and save a checkpoint."""
+    out-of-fold scores when cross-fitted) and save a checkpoint. With `teacher` (a bedside checkpoint
+    trained with the same inputs and validation records) each member also learns the teacher's outputs."""
     import torch
 
     from .model import JointEnsemble, JointModelConfig
-    from .train import MultiLabelObjective, TrainResult, predict_logits, save_checkpoint, train_model
+    from .train import MultiLabelObjective, TrainResult, load_checkpoint, predict_logits, save_checkpoint, train_model
+
+    teacher_net = None
+    if teacher is not None:
+        teacher_net, tck = load_checkpoint(teacher)
+        tcfg = BedsideConfig.from_dict(tck["bedside"]["bedside_config"])
+        if tcfg.dsp != cfg.dsp or tcfg.validation != cfg.validation:
+            raise ValueError(f"teacher {teacher} was trained with other inputs or validation records; distillation "
+                             "would leak the validation records or learn from a different view of the ECG")
 
     folds = cfg.validation
     seeds = tuple(seeds) if seeds else tuple(train_cfg.seed + k for k in range(len(folds))) if cfg.folds else (train_cfg.seed,)
@@ -193,6 +202,7 @@ def train_bedside(cfg: BedsideConfig, train_cfg, out: Path, data_dir=None, epoch
             mcfg, dataclasses.replace(train_cfg, seed=seed), (train.x, train.y), (val.x, val.y),
             augment=functools.partial(augment, leads=len(LEAD_CONTRACT.leads), eps=cfg.dsp.norm_eps), desc=f"bedside seed {seed}",
             objective=MultiLabelObjective(train.y, train.w, val.y, val.w), sample_p=balanced_p(train.y), epoch_size=epoch_size,
+            teacher=teacher_net, distill=distill,
         ))
         held.append(val)
     if len(members) == 1:
@@ -235,6 +245,7 @@ def train_bedside(cfg: BedsideConfig, train_cfg, out: Path, data_dir=None, epoch
         "train_seconds": result.seconds,
         "best_epoch": result.best_epoch,
         "seeds": list(seeds),
+        **({"teacher": str(teacher), "distill": distill} if teacher is not None else {}),
     }
     save_checkpoint(out / "checkpoint.pt", result, mcfg, train_cfg, extra={"bedside": meta})
     return {**meta, "history": result.history}

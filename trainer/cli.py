@@ -34,6 +34,8 @@ def train(
     test_fold: int = typer.Option(0, min=0, max=4, help="paper: which of the 5 stratified folds is held out."),
     model: str = typer.Option("{}", help='JSON overrides of the model config, e.g. \'{"cls_kernel": 9}\'.'),
     rhythm: bool = typer.Option(True, help="bedside: feed the RR-context channels (stream_ecg.rhythm) beside the ECG."),
+    teacher: Path | None = typer.Option(None, help="bedside: a bedside checkpoint.pt (e.g. the shipped ensemble's run) whose outputs each member also learns."),
+    distill: float = typer.Option(0.5, min=0.0, max=1.0, help="bedside: weight of the teacher's outputs in the loss."),
     select: str = typer.Option("best", help="best: keep the best validation epoch, stop early | last: train the whole schedule, keep the end."),
     folds: bool = typer.Option(False, help="bedside: cross-fit one member per DS1 record fold (trainer.bedside.FOLDS); "
                                "thresholds from the pooled out-of-fold scores of all DS1 records."),
@@ -50,7 +52,8 @@ def train(
 
         cfg = BedsideConfig(dsp=DspConfig(rhythm=rhythm), model={**BEDSIDE_MODEL, "pool_kernel": kernel, **json.loads(model)},
                             folds=FOLDS if folds else ())
-        report = train_bedside(cfg, tcfg, out, data, epoch_size=epoch_size, seeds=tuple(int(v) for v in seeds.split(",") if v))
+        report = train_bedside(cfg, tcfg, out, data, epoch_size=epoch_size, seeds=tuple(int(v) for v in seeds.split(",") if v),
+                               teacher=teacher, distill=distill)
     elif task == "paper":
         report = _train_paper_fold(method, kernel, tcfg, out, data, seed, test_fold)
     else:

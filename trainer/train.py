@@ -122,6 +122,11 @@ class MultiLabelObjective:
     def train_loss(self, logits: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
         return self._bce(logits, self.y_train[idx], self.w_train[idx])
 
+    def soft_loss(self, logits: torch.Tensor, soft: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+        """Cross-entropy against soft targets (a teacher's probabilities), same weights as the labels."""
+        w = self.w_train[idx]
+        return F.binary_cross_entropy_with_logits(logits, soft, weight=w, reduction="sum") / w.sum().clamp_min(1.0)
+
     def val_score(self, logits: torch.Tensor) -> float:
         """Model selection: mean over classes of the validation AUC on known targets (higher is better).
 
@@ -149,15 +154,21 @@ def train_model(
     objective: Objective | MultiLabelObjective | None = None,
     sample_p: np.ndarray | None = None,
     epoch_size: int | None = None,
+    teacher: torch.nn.Module | None = None,
+    distill: float = 0.5,
 ) -> TrainResult:
     """Train end-to-end with window labels only; returns the model at its best validation loss
     (or best `objective.val_score`, where the objective has one).
 
     `sample_p` draws each epoch's `epoch_size` windows with those probabilities (balanced
-    sampling); without it every window is seen once per epoch in a fresh order.
+    sampling); without it every window is seen once per epoch in a fresh order. With a `teacher`
+    (multi-label only) the loss mixes in, with weight `distill`, the cross-entropy against the
+    teacher's sigmoid outputs on the same augmented batch: one network learns what an ensemble says.
     """
     seed_everything(cfg.seed)
     torch.set_num_threads(cfg.threads)
+    if teacher is not None:
+        teacher.eval()
     rng = np.random.default_rng(cfg.seed)
     x_tr, x_va = train[0], val[0]
     objective = objective or Objective(train[1], val[1], model_cfg.n_classes)
@@ -181,8 +192,13 @@ def train_model(
             xb = x_tr[idx]
             if augment is not None:
                 xb = augment(xb, rng)
-            logits, a = model(torch.from_numpy(np.ascontiguousarray(xb, dtype=np.float32)))
+            xt = torch.from_numpy(np.ascontiguousarray(xb, dtype=np.float32))
+            logits, a = model(xt)
             loss = objective.train_loss(logits, idx)
+            if teacher is not None:
+                with torch.no_grad():
+                    soft = torch.sigmoid(teacher(xt)[0])
+                loss = (1 - distill) * loss + distill * objective.soft_loss(logits, soft, idx)
             if cfg.sparsity and model.segmenter is not None:
                 loss = loss + cfg.sparsity * attention_coverage(a)
             opt.zero_grad(set_to_none=True)
