@@ -90,6 +90,9 @@ def card_from_run(ckpt: dict, name: str, version: str, command: str) -> dict:
             "train_seconds": meta["train_seconds"],
             "best_epoch": meta["best_epoch"],
             "train_config": ckpt["train_config"],
+            **({"distilled_from": {"teacher": meta["teacher"], "weight": meta["distill"],
+                                   "how": "each member's loss mixes in the cross-entropy against the teacher's sigmoid outputs on the same augmented batch"}}
+               if meta.get("teacher") else {}),
             "command": command,
         },
         "intended_use": INTENDED_USE,
