@@ -119,7 +119,8 @@ def select(ws: WindowSet, keep: np.ndarray) -> WindowSet:
 
 def ds1_windows(cfg: BedsideConfig, data_dir=None) -> WindowSet:
     """Every DS1 record at the dense training hop (the runtime-hop windows are a subset of them)."""
-    assert cfg.hop % cfg.train_hop == 0, "validation windows are taken from the training-hop grid"
+    if cfg.hop % cfg.train_hop:
+        raise ValueError(f"hop {cfg.hop} must be a multiple of train_hop {cfg.train_hop}: validation windows come from its grid")
     return concat([record_windows(r, cfg, cfg.train_hop, data_dir) for r in DS1])
 
 
