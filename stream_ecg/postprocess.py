@@ -76,12 +76,14 @@ def label_intervals(
                 c = int(classes[0])
                 out[i].append(LabelledInterval(s, e, card.abnormal[c], float(probs[i, idx[c]] * peak)))
     if occlude:
-        removed = x[[i for i, *_ in occlude]].copy()
+        windows = [i for i, *_ in occlude]
+        removed = x[windows].copy()
         for k, (i, s, e, _) in enumerate(occlude):
             removed[k, :, max(0, s - pad) : min(x.shape[-1], e + pad)] = 0.0
         rprobs, _ = infer(removed)
-        drop = (probs[[i for i, *_ in occlude]][:, idx] - rprobs[:, idx]) / np.maximum(thr, 1e-6)
-        logit_drop = _logit(probs[[i for i, *_ in occlude]][:, idx]) - _logit(rprobs[:, idx])
+        before, after = probs[windows][:, idx], rprobs[:, idx]
+        drop = (before - after) / np.maximum(thr, 1e-6)
+        logit_drop = _logit(before) - _logit(after)
         labels = [int(np.argmax(np.where(window_alarm[i], drop[k], -np.inf))) for k, (i, *_) in enumerate(occlude)]
         largest: dict[tuple[int, int], float] = {}
         for k, (i, *_) in enumerate(occlude):

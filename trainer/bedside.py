@@ -110,11 +110,11 @@ def record_windows(name: str, cfg: BedsideConfig, hop: int, data_dir=None) -> Wi
 
 
 def concat(parts: list[WindowSet]) -> WindowSet:
-    return WindowSet(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("x", "y", "w", "record", "start")))
+    return WindowSet(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(WindowSet)))
 
 
 def select(ws: WindowSet, keep: np.ndarray) -> WindowSet:
-    return WindowSet(*(getattr(ws, f)[keep] for f in ("x", "y", "w", "record", "start")))
+    return WindowSet(*(getattr(ws, f.name)[keep] for f in dataclasses.fields(WindowSet)))
 
 
 def ds1_windows(cfg: BedsideConfig, data_dir=None) -> WindowSet:

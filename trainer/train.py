@@ -124,8 +124,7 @@ class MultiLabelObjective:
 
     def soft_loss(self, logits: torch.Tensor, soft: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
         """Cross-entropy against soft targets (a teacher's probabilities), same weights as the labels."""
-        w = self.w_train[idx]
-        return F.binary_cross_entropy_with_logits(logits, soft, weight=w, reduction="sum") / w.sum().clamp_min(1.0)
+        return self._bce(logits, soft, self.w_train[idx])
 
     def val_score(self, logits: torch.Tensor) -> float:
         """Model selection: mean over classes of the validation AUC on known targets (higher is better).

@@ -40,7 +40,7 @@ def held_out_outputs(run: Path, card: ModelCard, data_dir=None) -> list[RecordOu
     model, ckpt = load_checkpoint(Path(run) / "checkpoint.pt")
     cfg = BedsideConfig.from_dict(ckpt["bedside"]["bedside_config"])
     if cfg.folds:
-        pairs = [(member, fold) for member, fold in zip(model.members, cfg.folds)]
+        pairs = list(zip(model.members, cfg.folds))
     else:
         pairs = [(model, cfg.val_records)]
     outputs = []
