@@ -106,13 +106,16 @@ class StreamState:
     @property
     def nbytes(self) -> int:
         """Bytes held by the ring and the bookkeeping (the preprocessor's filter state is tiny)."""
-        return int(self.ring.nbytes) + 64 * RECENT_SEQS + 4096
+        history = self.rr_history.rr.maxlen * 32 if self.rr_history is not None else 0  # boxed ints in a deque
+        return int(self.ring.nbytes) + 64 * RECENT_SEQS + 4096 + history
 
     def _layout(self, chunk: Chunk) -> None:
         self.idx, fallback = check_layout(self.card, chunk.leads, chunk.fs)
         self.leads_in, self.fs_in = chunk.leads, chunk.fs
         self.sticky = (LEAD_FALLBACK,) if fallback else ()
         self.pre = StreamPreprocessor(self.card.dsp, chunk.fs, self.n_leads)
+        # a new layout may be another monitor or patient: its rhythm starts afresh (a gap keeps it)
+        self.rr_history = self.card.dsp.new_history()
 
     def _abs(self, start: int) -> int:
         return self._origin_abs + int(round((start - self._origin_start) * self.card.fs / self.fs_in))
@@ -190,7 +193,7 @@ class StreamState:
             pos += k
             while self._ring_abs0 + self._filled >= self._next_win + self.window:
                 off = self._next_win - self._ring_abs0
-                x = window_input(self.ring[:, off : off + self.window], self.card.dsp)
+                x = window_input(self.ring[:, off : off + self.window], self.card.dsp, self._next_win, self.rr_history)
                 flags = tuple(sorted(self._pending)) + self.sticky
                 self._pending.clear()
                 out.append(ReadyWindow(self.stream_id, self._next_win, x, flags, now, chunk.sent_at, chunk_end))

@@ -15,7 +15,7 @@ import numpy as np
 import scipy.signal
 import soxr
 
-from .rhythm import RHYTHM_CHANNELS, add_rhythm
+from .rhythm import RHYTHM_CHANNELS, RRHistory, add_rhythm
 
 __all__ = [
     "DspConfig",
@@ -49,6 +49,8 @@ class DspConfig:
     notch_q: float = 30.0
     norm_eps: float = 1e-3
     rhythm: bool = False  # append the RR-context channels of `stream_ecg.rhythm` to each window
+    # > 0: RR relative to the median of the stream's last this-many RR intervals (per-stream state), not the window's
+    rhythm_context: int = 0
 
     def __post_init__(self) -> None:
         nyquist = self.fs / 2
@@ -71,9 +73,17 @@ class DspConfig:
             raise DspError(f"notch_q must be > 0, got {self.notch_q}")
         if not self.norm_eps > 0:
             raise DspError(f"norm_eps must be > 0 (mV), got {self.norm_eps}")
+        if isinstance(self.rhythm_context, bool) or not isinstance(self.rhythm_context, int) or self.rhythm_context < 0:
+            raise DspError(f"rhythm_context must be an integer >= 0 (RR intervals), got {self.rhythm_context!r}")
+        if self.rhythm_context and not self.rhythm:
+            raise DspError("rhythm_context needs rhythm=True: it sets the reference of the rhythm channels")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def new_history(self) -> RRHistory | None:
+        """A fresh per-stream RR history when the rhythm channels use one, else None."""
+        return RRHistory(self.rhythm_context, self.fs) if self.rhythm and self.rhythm_context else None
 
     def channels(self, n_leads: int) -> int:
         """Model input channels for n_leads ECG leads."""
@@ -272,9 +282,23 @@ def normalise_window(w: np.ndarray, eps: float) -> np.ndarray:
     return ((w64 - mean) / std).astype(np.float32)
 
 
-def window_input(w: np.ndarray, cfg: DspConfig) -> np.ndarray:
-    """Preprocessed window(s) (..., n_leads, n) -> what the model eats: z-scored leads, then rhythm channels if the card asks."""
+def window_input(
+    w: np.ndarray, cfg: DspConfig, starts: np.ndarray | int | None = None, history: RRHistory | None = None
+) -> np.ndarray:
+    """Preprocessed window(s) (..., n_leads, n) -> what the model eats: z-scored leads, then rhythm channels if the card asks.
+
+    With `cfg.rhythm_context` the windows must be one stream's, in order, at absolute `starts`, and
+    `history` is that stream's `RRHistory` (a fresh one, i.e. the stream begins here, when None).
+    """
     x = normalise_window(w, cfg.norm_eps)
     if not cfg.rhythm:
         return x
-    return add_rhythm(x.reshape(-1, *x.shape[-2:]), cfg.fs).reshape(*x.shape[:-2], -1, x.shape[-1])
+    flat = x.reshape(-1, *x.shape[-2:])
+    if cfg.rhythm_context:
+        if starts is None:
+            raise DspError("rhythm_context needs the windows' absolute start samples (stream order)")
+        starts = np.atleast_1d(np.asarray(starts, np.int64))
+        history = history if history is not None else cfg.new_history()
+    else:
+        starts, history = None, None
+    return add_rhythm(flat, cfg.fs, history, starts).reshape(*x.shape[:-2], -1, x.shape[-1])

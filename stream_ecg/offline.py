@@ -46,10 +46,11 @@ def run_record(model: InferenceModel, rec: Record, batch: int = 64) -> RecordOut
     sig, fallback = model_input(card.leads, card.dsp, rec)
     starts = window_starts(sig.shape[1], card.window, card.hop)
     merger = IntervalMerger(horizon=2 * card.window)
+    history = card.dsp.new_history()
     probs, published, first_seen = [], [], []
     for i in range(0, len(starts), batch):
         s = starts[i : i + batch]
-        x = window_input(np.stack([sig[:, a : a + card.window] for a in s]), card.dsp)
+        x = window_input(np.stack([sig[:, a : a + card.window] for a in s]), card.dsp, s, history)
         p, att = model.infer(x)
         probs.append(p)
         for start, ivs in zip(s, label_intervals(card, model.infer, x, p, att)):

@@ -1,13 +1,18 @@
 """Rhythm context for one window: where the beats are, and how early or late each one came.
 
 Supraventricular ectopy is mostly a timing finding (a premature beat of near-normal shape), which
-a small CNN on 5.5 s of z-scored ECG learns poorly across patients. These pure functions find R
-peaks inside a window and paint two extra input channels, each beat's preceding and following
-RR interval relative to the window's median RR. They are stateless (the window alone decides), so
-the trainer and the live runtime compute exactly the same channels from the same window.
+a small CNN on 5.5 s of z-scored ECG learns poorly across patients. These functions find R peaks
+inside a window and paint two extra input channels, each beat's preceding and following RR
+interval relative to a reference RR: the window's own median (stateless: the window alone
+decides), or, with a card's `dsp.rhythm_context`, the median of the stream's recent RR intervals
+(`RRHistory`, one per stream), so "premature" means early for this patient rather than for these
+six beats. Trainer, offline path and live buffer feed the same windows in the same order, so they
+compute the same channels.
 """
 
 from __future__ import annotations
+
+from collections import deque
 
 import numpy as np
 import scipy.ndimage
@@ -45,19 +50,55 @@ def r_peaks(lead: np.ndarray, fs: float) -> np.ndarray:
     return np.unique(out)
 
 
-def rr_channels(lead: np.ndarray, fs: float) -> np.ndarray:
-    """(2, n) float32: each beat's span holds (RR before / median RR - 1) and (RR after / median RR - 1).
+class RRHistory:
+    """One stream's most recent RR intervals, the patient's own reference for "early" and "late".
 
+    Each window adds the intervals between consecutive R peaks it holds at least a refractory
+    period from either edge (a QRS cut by the edge misplaces its peak) whose later peak is newer
+    than any taken before, so overlapping windows add each beat once, whatever the hop, and no
+    interval spans a gap in the stream (both peaks come from one window).
+    """
+
+    def __init__(self, size: int, fs: float) -> None:
+        if size < 1:
+            raise ValueError(f"RR history size must be >= 1, got {size}")
+        self.fs = fs
+        self.rr: deque[int] = deque(maxlen=size)
+        self.newest = -np.inf  # absolute sample of the newest peak taken
+
+    def reset(self) -> None:
+        self.rr.clear()
+        self.newest = -np.inf
+
+    def update(self, peaks: np.ndarray, start: int, n: int) -> None:
+        """Take the new intervals of the window [start, start + n) whose R peaks (window-relative) are `peaks`."""
+        guard = int(_REFRACTORY_S * self.fs)
+        inner = start + np.asarray(peaks, np.int64)[(peaks >= guard) & (peaks < n - guard)]
+        jitter = guard // 2  # the same beat seen in two windows may be placed a few samples apart
+        for a, b in zip(inner[:-1], inner[1:]):
+            if b > self.newest + jitter:
+                self.rr.append(int(b - a))
+        if inner.size:
+            self.newest = max(self.newest, int(inner[-1]))
+
+    def reference(self) -> float | None:
+        return float(np.median(self.rr)) if self.rr else None
+
+
+def rr_channels(lead: np.ndarray, fs: float, reference: float | None = None, peaks: np.ndarray | None = None) -> np.ndarray:
+    """(2, n) float32: each beat's span holds (RR before / reference - 1) and (RR after / reference - 1).
+
+    The reference is the window's median RR unless one is given (the stream's, from `RRHistory`).
     A beat's span runs from halfway to the previous beat to halfway to the next; where an interval
     is unknown (the first and last beat, a window with under three beats) the channel is 0.
     """
     n = np.asarray(lead).shape[-1]
     out = np.zeros((2, n), dtype=np.float32)
-    peaks = r_peaks(lead, fs)
+    peaks = r_peaks(lead, fs) if peaks is None else peaks
     if peaks.size < 3:
         return out
     rr = np.diff(peaks).astype(np.float64)
-    rel = np.clip(rr / np.median(rr) - 1.0, *_CLIP)
+    rel = np.clip(rr / (np.median(rr) if reference is None else reference) - 1.0, *_CLIP)
     bounds = np.concatenate([[0], (peaks[:-1] + peaks[1:]) // 2, [n]])
     for k in range(peaks.size):
         lo, hi = bounds[k], bounds[k + 1]
@@ -68,8 +109,19 @@ def rr_channels(lead: np.ndarray, fs: float) -> np.ndarray:
     return out
 
 
-def add_rhythm(x: np.ndarray, fs: float) -> np.ndarray:
-    """(B, leads, n) windows -> (B, leads + 2, n): the rhythm channels of the first lead appended."""
+def add_rhythm(x: np.ndarray, fs: float, history: RRHistory | None = None, starts: np.ndarray | None = None) -> np.ndarray:
+    """(B, leads, n) windows -> (B, leads + 2, n): the rhythm channels of the first lead appended.
+
+    With a `history` the windows are a stream's, in order, starting at absolute samples `starts`:
+    each first adds its intervals to the history, then is painted relative to the history's median.
+    """
     x = np.asarray(x, dtype=np.float32)
-    rhythm = np.stack([rr_channels(w[0], fs) for w in x]) if len(x) else np.zeros((0, 2, x.shape[-1]), np.float32)
+    if history is not None and (starts is None or len(starts) != len(x)):
+        raise ValueError("a stream RR history needs each window's absolute start sample, in stream order")
+    rhythm = np.zeros((len(x), 2, x.shape[-1]), np.float32)
+    for i, w in enumerate(x):
+        peaks = r_peaks(w[0], fs)
+        if history is not None:
+            history.update(peaks, int(starts[i]), w.shape[-1])
+        rhythm[i] = rr_channels(w[0], fs, history.reference() if history is not None else None, peaks)
     return np.concatenate([x, rhythm], axis=1)

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from stream_ecg.buffer import StreamRefused, StreamState, StreamTable, check_layout
 from stream_ecg.card import ModelCard
 from stream_ecg.data import excerpt_dir, load_record
-from stream_ecg.dsp import DspConfig, normalise_window, preprocess
+from stream_ecg.dsp import DspConfig, normalise_window, preprocess, window_input
 from stream_ecg.intervals import IntervalRule
 from stream_ecg.wire import Chunk
 
@@ -64,6 +64,28 @@ def test_windows_equal_the_batch_path_and_come_every_hop(rec):
 
 @settings(max_examples=15, deadline=None)
 @given(sizes=st.lists(st.integers(1, 900), min_size=1, max_size=40))
+def test_stream_rhythm_context_equals_the_batch_path_and_survives_a_gap(rec):
+    dsp = DspConfig(rhythm=True, rhythm_context=64)
+    card = make_card(dsp=dsp.to_dict(), model_config={"in_leads": 3})
+    n = 60 * 360
+    state_windows, _ = feed(StreamTable(card), chunks(rec, 250, n))
+    starts = np.array([w.start for w in state_windows])
+    sig = preprocess(rec.signal[:1, :n], rec.fs, dsp)
+    batch = window_input(np.stack([sig[:, s : s + WINDOW] for s in starts]), dsp, starts)
+    np.testing.assert_allclose(np.stack([w.x for w in state_windows]), batch, atol=1e-5)
+    # a dropped chunk starts a fresh segment of signal but keeps the patient's RR history
+    table = StreamTable(card)
+    feed(table, chunks(rec, 250, n))
+    (state,) = table.streams.values()
+    kept = len(state.rr_history.rr)
+    assert kept > 40
+    feed(table, [Chunk("bed", 10_000, n + 900, rec.fs, rec.leads, rec.signal[:, n + 900 : n + 900 + 250])])
+    assert len(state.rr_history.rr) == kept
+    # another layout (a different monitor or patient) starts its rhythm afresh
+    feed(table, [Chunk("bed", 10_001, 0, 250.0, rec.leads, rec.signal[:, :250])])
+    assert len(table.streams["bed"].rr_history.rr) == 0
+
+
 def test_any_chunking_gives_the_same_windows(sizes):
     rec = load_record("100", excerpt_dir())
     bounds = np.cumsum([0, *sizes])

@@ -8,8 +8,8 @@ import pytest
 from stream_ecg.card import CardError, ModelCard
 from stream_ecg.data import load_record
 from stream_ecg.data.locate import excerpt_dir
-from stream_ecg.dsp import DspConfig, preprocess, window_input
-from stream_ecg.rhythm import r_peaks, rr_channels
+from stream_ecg.dsp import DspConfig, DspError, preprocess, window_input
+from stream_ecg.rhythm import RRHistory, r_peaks, rr_channels
 
 FS = 360.0
 
@@ -72,3 +72,53 @@ def test_card_refuses_model_without_rhythm_channels():
     with pytest.raises(CardError, match="3 input channels"):
         ModelCard.from_dict(d)
     ModelCard.from_dict({**d, "model_config": {"in_leads": 3}})
+
+
+def _stream(peaks: list[int], n: int) -> np.ndarray:
+    return _beats(peaks, n=n)
+
+
+def _windows(x: np.ndarray, hop: int, window: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    starts = np.arange(0, len(x) - window + 1, hop)
+    return np.stack([x[s : s + window][None] for s in starts]), starts
+
+
+def test_history_takes_each_beat_once_whatever_the_hop():
+    n, rr = 20000, 290
+    x = _stream(list(range(100, n, rr)), n)
+    sizes = []
+    for hop in (180, 360, 720):
+        history = RRHistory(1000, FS)
+        w, starts = _windows(x, hop)
+        window_input(w, DspConfig(rhythm=True, rhythm_context=1000), starts, history)
+        assert set(history.rr) == {rr}
+        sizes.append(len(history.rr))
+    # every interval of the stream up to the last window's guard, once: no double counting of overlaps
+    assert max(sizes) - min(sizes) <= 2 and max(sizes) >= (n - 2000) // rr
+
+
+def test_stream_reference_shows_a_run_of_tachycardia_as_premature():
+    # three minutes of regular beats (RR 300), then a 12 s run at RR 200: a window inside the run holds only
+    # fast beats, so its own median calls them on time, while the patient's recent median (300) does not
+    regular = list(range(100, 180 * 360, 300))
+    run = list(range(regular[-1] + 200, regular[-1] + 12 * 360, 200))
+    x = _stream(regular + run, run[-1] + 100)
+    w, starts = _windows(x, 360)
+    last = w[-1]
+    stream = window_input(w, DspConfig(rhythm=True, rhythm_context=256), starts)[-1]
+    alone = window_input(last, DspConfig(rhythm=True))
+    inner = [p - int(starts[-1]) for p in run if 300 < p - starts[-1] < 1700]
+    assert inner
+    for p in inner:
+        assert abs(alone[1, p]) < 0.05
+        assert stream[1, p] == pytest.approx(200 / 300 - 1, abs=0.03)
+
+
+def test_stream_reference_needs_window_starts_and_rhythm():
+    cfg = DspConfig(rhythm=True, rhythm_context=8)
+    with pytest.raises(DspError, match="start"):
+        window_input(np.zeros((2, 1, 2000), np.float32), cfg)
+    with pytest.raises(DspError, match="rhythm=True"):
+        DspConfig(rhythm_context=8)
+    with pytest.raises(DspError, match="integer"):
+        DspConfig(rhythm=True, rhythm_context=-1)

@@ -99,7 +99,9 @@ def record_windows(name: str, cfg: BedsideConfig, hop: int, data_dir=None) -> Wi
         ys.append(core)
         ws.append(~unknown)
     idx = starts[:, None] + np.arange(cfg.window)[None, :]
-    x = window_input(np.transpose(sig[:, idx], (1, 0, 2)), cfg.dsp)
+    # with dsp.rhythm_context the windows form one stream at the training hop: each sees the RR history a
+    # live stream would have built by then (the same beats; the runtime hop only changes which window adds them)
+    x = window_input(np.transpose(sig[:, idx], (1, 0, 2)), cfg.dsp, starts)
     return WindowSet(
         x=x.astype(np.float32),
         y=np.stack(ys, 1).astype(np.float32),

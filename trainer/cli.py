@@ -34,6 +34,8 @@ def train(
     test_fold: int = typer.Option(0, min=0, max=4, help="paper: which of the 5 stratified folds is held out."),
     model: str = typer.Option("{}", help='JSON overrides of the model config, e.g. \'{"cls_kernel": 9}\'.'),
     rhythm: bool = typer.Option(True, help="bedside: feed the RR-context channels (stream_ecg.rhythm) beside the ECG."),
+    rhythm_context: int = typer.Option(0, min=0, help="bedside: RR relative to the median of the stream's last N RR "
+                                       "intervals (per-stream state) instead of the window's median; 0 = the window's."),
     teacher: Path | None = typer.Option(None, help="bedside: a bedside checkpoint.pt (e.g. the shipped ensemble's run) whose outputs each member also learns."),
     distill: float = typer.Option(0.5, min=0.0, max=1.0, help="bedside: weight of the teacher's outputs in the loss."),
     select: str = typer.Option("best", help="best: keep the best validation epoch, stop early | last: train the whole schedule, keep the end."),
@@ -50,7 +52,7 @@ def train(
 
         from .bedside import FOLDS, BedsideConfig, train_bedside
 
-        cfg = BedsideConfig(dsp=DspConfig(rhythm=rhythm), model={**BEDSIDE_MODEL, "pool_kernel": kernel, **json.loads(model)},
+        cfg = BedsideConfig(dsp=DspConfig(rhythm=rhythm, rhythm_context=rhythm_context), model={**BEDSIDE_MODEL, "pool_kernel": kernel, **json.loads(model)},
                             folds=FOLDS if folds else ())
         report = train_bedside(cfg, tcfg, out, data, epoch_size=epoch_size, seeds=tuple(int(v) for v in seeds.split(",") if v),
                                teacher=teacher, distill=distill)

@@ -36,6 +36,15 @@ LIMITS = (
 )
 
 
+def _rhythm_text(dsp: dict) -> str:
+    if not dsp.get("rhythm"):
+        return "none"
+    ref = (f"the median of the stream's last {dsp['rhythm_context']} RR intervals (per-stream state, "
+           "stream_ecg.rhythm.RRHistory)" if dsp.get("rhythm_context") else "the window's median RR")
+    return (f"rr_prev / rr_next: each beat's RR before / after it over {ref}, minus 1, painted over the beat's span; "
+            "R peaks found in the z-scored lead by stream_ecg.rhythm.r_peaks")
+
+
 def card_from_run(ckpt: dict, name: str, version: str, command: str) -> dict:
     meta = ckpt["bedside"]
     cfg = meta["bedside_config"]
@@ -56,9 +65,7 @@ def card_from_run(ckpt: dict, name: str, version: str, command: str) -> dict:
         "dsp": cfg["dsp"],
         "normalisation": f"per-window, per-lead z-score (std floored at {cfg['dsp']['norm_eps']} mV)",
         "inputs": [*LEAD_CONTRACT.leads, *(RHYTHM_CHANNELS if cfg["dsp"].get("rhythm") else ())],
-        "rhythm": "rr_prev / rr_next: each beat's RR before / after it over the window's median RR, minus 1, "
-        "painted over the beat's span; R peaks found in the z-scored lead by stream_ecg.rhythm.r_peaks"
-        if cfg["dsp"].get("rhythm") else "none",
+        "rhythm": _rhythm_text(cfg["dsp"]),
         "pooling": mc["pooling"],
         "pool_kernel": mc["pool_kernel"],
         "interval_rule": cfg["rule"],
