@@ -15,7 +15,7 @@ import numpy as np
 import scipy.signal
 import soxr
 
-from .rhythm import RHYTHM_CHANNELS, RRHistory, add_rhythm
+from .rhythm import RHYTHM_CHANNELS, WINDOW_CHANNELS, RRHistory, add_rhythm
 
 __all__ = [
     "DspConfig",
@@ -51,6 +51,7 @@ class DspConfig:
     rhythm: bool = False  # append the RR-context channels of `stream_ecg.rhythm` to each window
     # > 0: RR relative to the median of the stream's last this-many RR intervals (per-stream state), not the window's
     rhythm_context: int = 0
+    rhythm_both: bool = False  # with rhythm_context: keep the window-relative channels too (four rhythm channels)
 
     def __post_init__(self) -> None:
         nyquist = self.fs / 2
@@ -77,6 +78,8 @@ class DspConfig:
             raise DspError(f"rhythm_context must be an integer >= 0 (RR intervals), got {self.rhythm_context!r}")
         if self.rhythm_context and not self.rhythm:
             raise DspError("rhythm_context needs rhythm=True: it sets the reference of the rhythm channels")
+        if self.rhythm_both and not self.rhythm_context:
+            raise DspError("rhythm_both needs rhythm_context > 0: without a stream reference there is one set of channels")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -85,9 +88,16 @@ class DspConfig:
         """A fresh per-stream RR history when the rhythm channels use one, else None."""
         return RRHistory(self.rhythm_context, self.fs) if self.rhythm and self.rhythm_context else None
 
+    @property
+    def rhythm_channels(self) -> tuple[str, ...]:
+        """Names of the rhythm channels appended after the leads (none without `rhythm`)."""
+        if not self.rhythm:
+            return ()
+        return RHYTHM_CHANNELS + (WINDOW_CHANNELS if self.rhythm_both else ())
+
     def channels(self, n_leads: int) -> int:
         """Model input channels for n_leads ECG leads."""
-        return n_leads + (len(RHYTHM_CHANNELS) if self.rhythm else 0)
+        return n_leads + len(self.rhythm_channels)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DspConfig:
@@ -301,4 +311,4 @@ def window_input(
         history = history if history is not None else cfg.new_history()
     else:
         starts, history = None, None
-    return add_rhythm(flat, cfg.fs, history, starts).reshape(*x.shape[:-2], -1, x.shape[-1])
+    return add_rhythm(flat, cfg.fs, history, starts, cfg.rhythm_both).reshape(*x.shape[:-2], -1, x.shape[-1])

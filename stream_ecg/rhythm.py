@@ -19,6 +19,7 @@ import scipy.ndimage
 import scipy.signal
 
 RHYTHM_CHANNELS = ("rr_prev", "rr_next")
+WINDOW_CHANNELS = ("rr_prev_window", "rr_next_window")  # with a stream reference and both: the window's too
 _REFRACTORY_S = 0.25  # no two QRS complexes closer than this
 _INTEGRATE_S = 0.08  # energy smoothing, about one QRS width
 _SEARCH_S = 0.06  # R peak sought within this of the energy peak
@@ -109,19 +110,25 @@ def rr_channels(lead: np.ndarray, fs: float, reference: float | None = None, pea
     return out
 
 
-def add_rhythm(x: np.ndarray, fs: float, history: RRHistory | None = None, starts: np.ndarray | None = None) -> np.ndarray:
+def add_rhythm(
+    x: np.ndarray, fs: float, history: RRHistory | None = None, starts: np.ndarray | None = None, both: bool = False
+) -> np.ndarray:
     """(B, leads, n) windows -> (B, leads + 2, n): the rhythm channels of the first lead appended.
 
     With a `history` the windows are a stream's, in order, starting at absolute samples `starts`:
-    each first adds its intervals to the history, then is painted relative to the history's median.
+    each first adds its intervals to the history, then is painted relative to the history's median
+    (and with `both` also relative to its own median, two more channels: leads + 4).
     """
     x = np.asarray(x, dtype=np.float32)
     if history is not None and (starts is None or len(starts) != len(x)):
         raise ValueError("a stream RR history needs each window's absolute start sample, in stream order")
-    rhythm = np.zeros((len(x), 2, x.shape[-1]), np.float32)
+    both = both and history is not None
+    rhythm = np.zeros((len(x), 4 if both else 2, x.shape[-1]), np.float32)
     for i, w in enumerate(x):
         peaks = r_peaks(w[0], fs)
         if history is not None:
             history.update(peaks, int(starts[i]), w.shape[-1])
-        rhythm[i] = rr_channels(w[0], fs, history.reference() if history is not None else None, peaks)
+        rhythm[i, :2] = rr_channels(w[0], fs, history.reference() if history is not None else None, peaks)
+        if both:
+            rhythm[i, 2:] = rr_channels(w[0], fs, None, peaks)
     return np.concatenate([x, rhythm], axis=1)

@@ -62,8 +62,6 @@ def test_windows_equal_the_batch_path_and_come_every_hop(rec):
     assert all(w.x.shape == (1, WINDOW) and w.x.dtype == np.float32 and w.flags == () for w in windows)
 
 
-@settings(max_examples=15, deadline=None)
-@given(sizes=st.lists(st.integers(1, 900), min_size=1, max_size=40))
 def test_stream_rhythm_context_equals_the_batch_path_and_survives_a_gap(rec):
     dsp = DspConfig(rhythm=True, rhythm_context=64)
     card = make_card(dsp=dsp.to_dict(), model_config={"in_leads": 3})
@@ -86,6 +84,8 @@ def test_stream_rhythm_context_equals_the_batch_path_and_survives_a_gap(rec):
     assert len(table.streams["bed"].rr_history.rr) == 0
 
 
+@settings(max_examples=15, deadline=None)
+@given(sizes=st.lists(st.integers(1, 900), min_size=1, max_size=40))
 def test_any_chunking_gives_the_same_windows(sizes):
     rec = load_record("100", excerpt_dir())
     bounds = np.cumsum([0, *sizes])

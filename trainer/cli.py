@@ -36,6 +36,7 @@ def train(
     rhythm: bool = typer.Option(True, help="bedside: feed the RR-context channels (stream_ecg.rhythm) beside the ECG."),
     rhythm_context: int = typer.Option(0, min=0, help="bedside: RR relative to the median of the stream's last N RR "
                                        "intervals (per-stream state) instead of the window's median; 0 = the window's."),
+    rhythm_both: bool = typer.Option(False, help="bedside, with --rhythm-context: keep the window-relative RR channels too."),
     teacher: Path | None = typer.Option(None, help="bedside: a bedside checkpoint.pt (e.g. the shipped ensemble's run) whose outputs each member also learns."),
     distill: float = typer.Option(0.5, min=0.0, max=1.0, help="bedside: weight of the teacher's outputs in the loss."),
     select: str = typer.Option("best", help="best: keep the best validation epoch, stop early | last: train the whole schedule, keep the end."),
@@ -52,7 +53,7 @@ def train(
 
         from .bedside import FOLDS, BedsideConfig, train_bedside
 
-        cfg = BedsideConfig(dsp=DspConfig(rhythm=rhythm, rhythm_context=rhythm_context), model={**BEDSIDE_MODEL, "pool_kernel": kernel, **json.loads(model)},
+        cfg = BedsideConfig(dsp=DspConfig(rhythm=rhythm, rhythm_context=rhythm_context, rhythm_both=rhythm_both), model={**BEDSIDE_MODEL, "pool_kernel": kernel, **json.loads(model)},
                             folds=FOLDS if folds else ())
         report = train_bedside(cfg, tcfg, out, data, epoch_size=epoch_size, seeds=tuple(int(v) for v in seeds.split(",") if v),
                                teacher=teacher, distill=distill)
@@ -151,17 +152,19 @@ def validate(
     from .train import load_checkpoint
     from .validation import held_out_outputs
 
+    ckpt = load_checkpoint(run / "checkpoint.pt")[1]
+    margin = BedsideConfig.from_dict(ckpt["bedside"]["bedside_config"]).margin  # the run's, as its targets were cut
     if model_dir is not None:
         card = load_card(model_dir)
     else:
-        card = ModelCard.from_dict({**card_from_run(load_checkpoint(run / "checkpoint.pt")[1], "run", "0", ""), "files": {}})
+        card = ModelCard.from_dict({**card_from_run(ckpt, "run", "0", ""), "files": {}})
     card = dataclasses.replace(card, thresholds={**card.thresholds, **json.loads(thresholds)})
     rows, names = [], []
     for override in json.loads(rules):
         scored = dataclasses.replace(card, interval_rule=dataclasses.replace(card.interval_rule, **override))
         outputs = held_out_outputs(run, scored, data)
         names = [o.name for o in outputs]
-        ev = score_records(outputs, scored, BedsideConfig().margin)
+        ev = score_records(outputs, scored, margin)
         rows.append({"interval_rule": scored.interval_rule.to_dict(), "beat": ev["beat"], "window": ev["window"]})
     typer.echo(json.dumps({"records": names, "thresholds": card.thresholds, "by_rule": rows}, indent=2, default=float))
 

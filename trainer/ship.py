@@ -11,11 +11,11 @@ import numpy as np
 from stream_ecg.card import CARD_FILE, ModelCard
 from stream_ecg.data import excerpt_dir, load_record
 from stream_ecg.data.mitdb import DS1, DS2
+from stream_ecg.dsp import DspConfig
 from stream_ecg.evaluation import score_records
 from stream_ecg.intervals import IntervalRule
 from stream_ecg.infer import load_model
 from stream_ecg.offline import run_record
-from stream_ecg.rhythm import RHYTHM_CHANNELS
 
 from .bedside import ABNORMAL, CLASSES, LEAD_CONTRACT, BedsideConfig, record_windows
 from .export import Deployable, write_model_folder
@@ -35,13 +35,20 @@ LIMITS = (
     "placements and noise levels is unknown; 12-lead input is served by picking lead II (or the first lead) only."
 )
 
+CONTEXT_LIMITS = (
+    " The RR reference is the stream's own recent median: for the first beats of a stream it is the window's, "
+    "and after a lasting change of rate (or a long run of ectopy) it follows the new rate within a few minutes, "
+    "so persistent ectopy stops reading as early once it dominates the history."
+)
+
 
 def _rhythm_text(dsp: dict) -> str:
     if not dsp.get("rhythm"):
         return "none"
     ref = (f"the median of the stream's last {dsp['rhythm_context']} RR intervals (per-stream state, "
            "stream_ecg.rhythm.RRHistory)" if dsp.get("rhythm_context") else "the window's median RR")
-    return (f"rr_prev / rr_next: each beat's RR before / after it over {ref}, minus 1, painted over the beat's span; "
+    both = "; rr_prev_window / rr_next_window: the same over the window's median RR" if dsp.get("rhythm_both") else ""
+    return (f"rr_prev / rr_next: each beat's RR before / after it over {ref}, minus 1, painted over the beat's span{both}; "
             "R peaks found in the z-scored lead by stream_ecg.rhythm.r_peaks")
 
 
@@ -64,7 +71,7 @@ def card_from_run(ckpt: dict, name: str, version: str, command: str) -> dict:
         "thresholds": meta["thresholds"],
         "dsp": cfg["dsp"],
         "normalisation": f"per-window, per-lead z-score (std floored at {cfg['dsp']['norm_eps']} mV)",
-        "inputs": [*LEAD_CONTRACT.leads, *(RHYTHM_CHANNELS if cfg["dsp"].get("rhythm") else ())],
+        "inputs": [*LEAD_CONTRACT.leads, *DspConfig.from_dict(cfg["dsp"]).rhythm_channels],
         "rhythm": _rhythm_text(cfg["dsp"]),
         "pooling": mc["pooling"],
         "pool_kernel": mc["pool_kernel"],
@@ -103,7 +110,7 @@ def card_from_run(ckpt: dict, name: str, version: str, command: str) -> dict:
             "command": command,
         },
         "intended_use": INTENDED_USE,
-        "limits": LIMITS,
+        "limits": LIMITS + (CONTEXT_LIMITS if cfg["dsp"].get("rhythm_context") else ""),
     }
 
 
