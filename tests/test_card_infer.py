@@ -16,7 +16,8 @@ def excerpt_windows(card, n=16):
     rec = load_record("208", excerpt_dir())
     idx, _ = card.leads.pick(rec.leads)
     sig = preprocess(rec.signal[idx], rec.fs, card.dsp)
-    return window_input(np.stack([sig[:, s : s + card.window] for s in range(0, n * card.hop, card.hop)]), card.dsp)
+    starts = np.arange(0, n * card.hop, card.hop)
+    return window_input(np.stack([sig[:, s : s + card.window] for s in starts]), card.dsp, starts)
 
 
 def test_card_validates_and_lists_checksums(tiny_model_dir):

@@ -155,7 +155,7 @@ def offline_probs(model, rec, lo: int, hi: int, starts) -> np.ndarray:
     """The batch path: preprocess the record once, cut the same windows, normalise, infer."""
     idx, _ = model.card.leads.pick(rec.leads)
     sig = preprocess(rec.signal[idx, lo:hi], rec.fs, model.card.dsp)
-    x = window_input(np.stack([sig[:, s : s + model.card.window] for s in starts]), model.card.dsp)
+    x = window_input(np.stack([sig[:, s : s + model.card.window] for s in starts]), model.card.dsp, starts)
     return model.infer(x)[0]
 
 

@@ -254,6 +254,12 @@ def train_bedside(cfg: BedsideConfig, train_cfg, out: Path, data_dir=None, epoch
     return {**meta, "history": result.history}
 
 
+def known_scores(ws: WindowSet, logits: np.ndarray, j: int) -> tuple[np.ndarray, np.ndarray]:
+    """Targets and scores of class `j` on the windows whose target is known (weight > 0)."""
+    known = ws.w[:, j] > 0
+    return ws.y[known, j] > 0, np.asarray(logits)[known, j]
+
+
 def member_spread(checkpoint: Path, records: str = "DS2", data_dir=None) -> dict:
     """Window AUC per class of each ensemble member and of the whole ensemble on the given records."""
     import torch
@@ -275,7 +281,7 @@ def member_spread(checkpoint: Path, records: str = "DS2", data_dir=None) -> dict
     seeds = ckpt["bedside"].get("seeds", [None] * len(nets))
 
     def aucs(logits: torch.Tensor) -> dict:
-        return {c: auc(ws.y[ws.w[:, k] > 0, k] > 0, logits[ws.w[:, k] > 0, k].numpy()) for k, c in enumerate(ABNORMAL)}
+        return {c: auc(*known_scores(ws, logits.numpy(), k)) for k, c in enumerate(ABNORMAL)}
 
     rows = [{"seed": s, "window_auc": aucs(predict_logits(n, ws.x)[0])} for s, n in zip(seeds, nets)]
     return {"records": list(names), "members": rows, "ensemble": {"window_auc": aucs(predict_logits(model, ws.x)[0])},
@@ -302,15 +308,14 @@ def out_of_fold(model, cfg: BedsideConfig, data_dir=None, centre_windows: int = 
             ws = record_windows(r, cfg, cfg.hop, data_dir)
             logits = predict_logits(net, ws.x)[0].numpy()
             row = {"member": k, "record": r, "windows": int(len(ws.y))}
+            centred = logits - np.stack([causal_median(logits[:, j], centre_windows) for j in range(len(ABNORMAL))], 1)
             for j, c in enumerate(ABNORMAL):
-                known = ws.w[:, j] > 0
-                y = ws.y[known, j] > 0
-                row[c] = {"positives": int(y.sum()), "auc": auc(y, logits[known, j]) if 0 < y.sum() < len(y) else None,
-                          "mean_logit": float(logits[known, j].mean())}
-                centred = logits[:, j] - causal_median(logits[:, j], centre_windows)
+                y, raw = known_scores(ws, logits, j)
+                row[c] = {"positives": int(y.sum()), "auc": auc(y, raw) if 0 < y.sum() < len(y) else None,
+                          "mean_logit": float(raw.mean())}
                 pooled[c]["y"].append(y)
-                pooled[c]["raw"].append(logits[known, j])
-                pooled[c]["centred"].append(centred[known])
+                pooled[c]["raw"].append(raw)
+                pooled[c]["centred"].append(known_scores(ws, centred, j)[1])
             rows.append(row)
     summary = {c: {"auc": auc(np.concatenate(v["y"]), np.concatenate(v["raw"])),
                    "auc_centred": auc(np.concatenate(v["y"]), np.concatenate(v["centred"]))} for c, v in pooled.items()}
