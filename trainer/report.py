@@ -166,6 +166,14 @@ def crossfit_section(res: Path) -> list[str]:
         out += [f"Pooled over all {len(d['out_of_fold'])} records: window AUC S {pooled['S']['auc']:.3f}, V {pooled['V']['auc']:.3f}; "
                 f"with each record's logits centred on their causal running median over {d['centre_windows']} windows "
                 f"(a per-patient offset removed): S {pooled['S']['auc_centred']:.3f}, V {pooled['V']['auc_centred']:.3f}.", ""]
+    runs = [(f.name, _load(res, f.name)) for f in sorted(res.glob("crossfit_oof*.json"))]
+    runs = [(name, r) for name, r in runs if r and "pooled" in r]
+    if len(runs) > 1:
+        out += ["Cross-fitted runs compared (pooled out-of-fold window AUC over all DS1 records; the training command of "
+                "each run is in its `metrics.json` and in `docs/results_notes.md`):", "",
+                *_table(["source", "command", "S AUC", "V AUC"],
+                        [[f"`{name}`", f"`{r['command']}`", f"{r['pooled']['S']['auc']:.3f}", f"{r['pooled']['V']['auc']:.3f}"]
+                         for name, r in runs]), ""]
     return out
 
 
