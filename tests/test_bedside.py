@@ -1,6 +1,7 @@
 """Bedside windows are cut and labelled the way the runtime sees them."""
 
 import numpy as np
+import pytest
 
 from stream_ecg.data import excerpt_dir, load_record
 from trainer.bedside import BedsideConfig, augment, balanced_p, best_threshold, record_windows
@@ -116,3 +117,21 @@ def test_causal_median_sees_only_the_past():
     x = np.array([5.0, 1.0, 3.0, 100.0, 2.0])
     np.testing.assert_allclose(causal_median(x, 3), [5.0, 3.0, 3.0, 3.0, 3.0])
     np.testing.assert_allclose(causal_median(x, 1), x)
+
+
+def test_card_of_a_stream_context_run_names_its_inputs_and_limits():
+    from stream_ecg.card import CardError, ModelCard
+    from stream_ecg.dsp import DspConfig
+    from trainer.ship import card_from_run
+
+    cfg = BedsideConfig(dsp=DspConfig(rhythm=True, rhythm_context=256, rhythm_both=True))
+    ckpt = {"bedside": {"bedside_config": cfg.to_dict(), "thresholds": {"S": 0.5, "V": 0.5}, "train_windows": 1,
+                        "val_windows": 1, "train_seconds": 1.0, "best_epoch": 1},
+            "model_config": {"pooling": "l2", "pool_kernel": 151, "in_leads": 5}, "train_config": {"seed": 0}}
+    d = card_from_run(ckpt, "ctx", "0", "trainer train ...")
+    assert d["inputs"] == ["MLII", "rr_prev", "rr_next", "rr_prev_window", "rr_next_window"]
+    assert "stream's last 256 RR intervals" in d["rhythm"] and "stream's own recent median" in d["limits"]
+    card = ModelCard.from_dict({**d, "files": {}})
+    assert card.channels == 5 and card.dsp.new_history().rr.maxlen == 256
+    with pytest.raises(CardError, match="5 input channels"):
+        ModelCard.from_dict({**d, "files": {}, "model_config": {**d["model_config"], "in_leads": 3}})
