@@ -67,10 +67,6 @@ class RRHistory:
         self.rr: deque[int] = deque(maxlen=size)
         self.newest = -np.inf  # absolute sample of the newest peak taken
 
-    def reset(self) -> None:
-        self.rr.clear()
-        self.newest = -np.inf
-
     def update(self, peaks: np.ndarray, start: int, n: int) -> None:
         """Take the new intervals of the window [start, start + n) whose R peaks (window-relative) are `peaks`."""
         guard = int(_REFRACTORY_S * self.fs)
