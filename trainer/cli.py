@@ -181,6 +181,9 @@ def members(
 
     report = member_spread(run / "checkpoint.pt", records, data)
     report["command"] = _command()
+    metrics = run / "metrics.json"  # the run's own training command, so the table can say how it was trained
+    if metrics.exists():
+        report["trained_by"] = json.loads(metrics.read_text()).get("command")
     text = json.dumps(report, indent=2, default=float)
     if out is not None:
         out.write_text(text + "\n")

@@ -169,11 +169,11 @@ def crossfit_section(res: Path) -> list[str]:
     runs = [(f.name, _load(res, f.name)) for f in sorted(res.glob("crossfit_oof*.json"))]
     runs = [(name, r) for name, r in runs if r and "pooled" in r]
     if len(runs) > 1:
-        out += ["Cross-fitted runs compared (pooled out-of-fold window AUC over all DS1 records; the training command of "
-                "each run is in its `metrics.json` and in `docs/results_notes.md`):", "",
-                *_table(["source", "command", "S AUC", "V AUC"],
-                        [[f"`{name}`", f"`{r['command']}`", f"{r['pooled']['S']['auc']:.3f}", f"{r['pooled']['V']['auc']:.3f}"]
-                         for name, r in runs]), ""]
+        out += ["Cross-fitted runs compared (pooled out-of-fold window AUC over all DS1 records; one run per row, "
+                "trained by the first command, scored by the second; see `docs/results_notes.md`):", "",
+                *_table(["source", "trained by", "scored by", "S AUC", "V AUC"],
+                        [[f"`{name}`", f"`{r.get('trained_by', '?')}`", f"`{r['command']}`", f"{r['pooled']['S']['auc']:.3f}",
+                          f"{r['pooled']['V']['auc']:.3f}"] for name, r in runs]), ""]
     return out
 
 
