@@ -135,3 +135,19 @@ def test_card_of_a_stream_context_run_names_its_inputs_and_limits():
     assert card.channels == 5 and card.dsp.new_history().rr.maxlen == 256
     with pytest.raises(CardError, match="5 input channels"):
         ModelCard.from_dict({**d, "files": {}, "model_config": {**d["model_config"], "in_leads": 3}})
+
+
+def test_rr_prematurity_scores_the_window_with_an_early_beat_higher():
+    from trainer.bedside import WindowSet, rr_prematurity
+
+    t = np.arange(2000)
+    def window(peaks):
+        return sum(np.exp(-0.5 * ((t - p) / 4) ** 2) for p in peaks).astype(np.float32)[None]
+    regular = [100 + 300 * k for k in range(7)]
+    early = [100, 400, 700, 900, 1300, 1600, 1900]  # the beat at 900 comes 100 samples early
+    x = np.stack([window(regular), window(regular), window(early)])
+    ws = WindowSet(x=x, y=np.zeros((3, 2), np.float32), w=np.ones((3, 2), np.float32), record=np.full(3, "r"),
+                   start=np.array([0, 2100, 4200]))
+    score = rr_prematurity(ws, 360.0)
+    assert abs(score[0]) < 0.05 and abs(score[1]) < 0.05
+    assert score[2] == pytest.approx(-np.log(200 / 300), abs=0.05)

@@ -74,10 +74,6 @@ def test_card_refuses_model_without_rhythm_channels():
     ModelCard.from_dict({**d, "model_config": {"in_leads": 3}})
 
 
-def _stream(peaks: list[int], n: int) -> np.ndarray:
-    return _beats(peaks, n=n)
-
-
 def _windows(x: np.ndarray, hop: int, window: int = 2000) -> tuple[np.ndarray, np.ndarray]:
     starts = np.arange(0, len(x) - window + 1, hop)
     return np.stack([x[s : s + window][None] for s in starts]), starts
@@ -85,7 +81,7 @@ def _windows(x: np.ndarray, hop: int, window: int = 2000) -> tuple[np.ndarray, n
 
 def test_history_takes_each_beat_once_whatever_the_hop():
     n, rr = 20000, 290
-    x = _stream(list(range(100, n, rr)), n)
+    x = _beats(list(range(100, n, rr)), n=n)
     sizes = []
     for hop in (180, 360, 720):
         history = RRHistory(1000, FS)
@@ -102,7 +98,7 @@ def test_stream_reference_shows_a_run_of_tachycardia_as_premature():
     # fast beats, so its own median calls them on time, while the patient's recent median (300) does not
     regular = list(range(100, 180 * 360, 300))
     run = list(range(regular[-1] + 200, regular[-1] + 12 * 360, 200))
-    x = _stream(regular + run, run[-1] + 100)
+    x = _beats(regular + run, n=run[-1] + 100)
     w, starts = _windows(x, 360)
     last = w[-1]
     stream = window_input(w, DspConfig(rhythm=True, rhythm_context=256), starts)[-1]
@@ -127,7 +123,7 @@ def test_stream_reference_needs_window_starts_and_rhythm():
 def test_both_references_give_four_rhythm_channels():
     cfg = DspConfig(rhythm=True, rhythm_context=64, rhythm_both=True)
     assert cfg.channels(1) == 5 and cfg.rhythm_channels[2:] == ("rr_prev_window", "rr_next_window")
-    x = _stream(list(range(100, 20000, 290)), 20000)
+    x = _beats(list(range(100, 20000, 290)), n=20000)
     w, starts = _windows(x, 360)
     both = window_input(w, cfg, starts)
     np.testing.assert_array_equal(both[:, 3:], window_input(w, DspConfig(rhythm=True))[:, 1:])

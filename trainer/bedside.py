@@ -293,22 +293,39 @@ def causal_median(x: np.ndarray, n: int) -> np.ndarray:
     return np.array([np.median(x[max(0, i - n + 1) : i + 1]) for i in range(len(x))], dtype=np.float64)
 
 
+def rr_prematurity(ws: WindowSet, fs: float, history_size: int = 256) -> np.ndarray:
+    """Per window of one record (runtime hop, in order): -log(shortest RR in the window / the stream's recent
+    median RR, `stream_ecg.rhythm.RRHistory`), a hand-made S score with no learning; 0 where it is unknown."""
+    from stream_ecg.rhythm import RRHistory, r_peaks
+
+    history, out = RRHistory(history_size, fs), np.zeros(len(ws.start))
+    for k, (start, lead) in enumerate(zip(ws.start, ws.x[:, 0])):
+        peaks = r_peaks(lead, fs)
+        history.update(peaks, int(start), lead.shape[-1])
+        ref = history.reference()
+        if peaks.size > 1 and ref:
+            out[k] = -np.log(np.diff(peaks).min() / ref)
+    return out
+
+
 def out_of_fold(model, cfg: BedsideConfig, data_dir=None, centre_windows: int = 300) -> dict:
     """A cross-fitted run's members on the records they held out, record by record: window AUC and the
     mean logit per class (how far a patient the member never saw shifts its calibration). Pooled over
     all records it also gives the AUC of the logits centred on each record's causal running median over
-    `centre_windows` windows: how much of the pooled failure is a per-patient offset."""
+    `centre_windows` windows: how much of the pooled failure is a per-patient offset, and the AUC of
+    `rr_prematurity`, a learning-free S score, to set the network's against."""
     from stream_ecg.scoring import auc
 
     from .train import predict_logits
 
-    rows, pooled = [], {c: {"y": [], "raw": [], "centred": []} for c in ABNORMAL}
+    rows, pooled = [], {c: {"y": [], "raw": [], "centred": [], "rr": []} for c in ABNORMAL}
     for k, (net, fold) in enumerate(zip(model.members, cfg.folds)):
         for r in fold:
             ws = record_windows(r, cfg, cfg.hop, data_dir)
             logits = predict_logits(net, ws.x)[0].numpy()
             row = {"member": k, "record": r, "windows": int(len(ws.y))}
             centred = logits - np.stack([causal_median(logits[:, j], centre_windows) for j in range(len(ABNORMAL))], 1)
+            rr = np.repeat(rr_prematurity(ws, cfg.dsp.fs)[:, None], len(ABNORMAL), 1)
             for j, c in enumerate(ABNORMAL):
                 y, raw = known_scores(ws, logits, j)
                 row[c] = {"positives": int(y.sum()), "auc": auc(y, raw) if 0 < y.sum() < len(y) else None,
@@ -316,8 +333,10 @@ def out_of_fold(model, cfg: BedsideConfig, data_dir=None, centre_windows: int = 
                 pooled[c]["y"].append(y)
                 pooled[c]["raw"].append(raw)
                 pooled[c]["centred"].append(known_scores(ws, centred, j)[1])
+                pooled[c]["rr"].append(known_scores(ws, rr, j)[1])
             rows.append(row)
     summary = {c: {"auc": auc(np.concatenate(v["y"]), np.concatenate(v["raw"])),
-                   "auc_centred": auc(np.concatenate(v["y"]), np.concatenate(v["centred"]))} for c, v in pooled.items()}
+                   "auc_centred": auc(np.concatenate(v["y"]), np.concatenate(v["centred"])),
+                   "auc_rr_prematurity": auc(np.concatenate(v["y"]), np.concatenate(v["rr"]))} for c, v in pooled.items()}
     return {"folds": [list(f) for f in cfg.folds], "out_of_fold": rows, "pooled": summary,
             "centre_windows": centre_windows, "margin_samples": cfg.margin}
