@@ -27,9 +27,11 @@ class CardError(ValueError):
 class LeadContract:
     """Which input leads the model needs, and how a stream's lead names are matched to them.
 
-    Each required lead has aliases tried in order (case-insensitive, spaces/dashes ignored). When
-    no alias matches and `fallback` is "first", the stream's first lead is used and the result is
-    flagged "lead_fallback"; with "refuse" the stream is refused.
+    Each required lead has aliases tried in order (case-insensitive, spaces/dashes ignored); a lead
+    already taken for an earlier slot is not taken again. When no alias matches and `fallback` is
+    "first", the stream's first lead not yet taken is used (its first lead when every lead is
+    taken: a one-lead stream fills every slot with it) and the result is flagged "lead_fallback";
+    with "refuse" the stream is refused.
     """
 
     leads: tuple[str, ...]
@@ -41,11 +43,12 @@ class LeadContract:
         norm = [_norm(n) for n in names]
         chosen, used_fallback = [], False
         for lead in self.leads:
-            idx = next((norm.index(_norm(a)) for a in (lead, *self.aliases.get(lead, ())) if _norm(a) in norm), None)
+            free = [i for i in range(len(norm)) if i not in chosen]
+            idx = next((i for a in (lead, *self.aliases.get(lead, ())) for i in free if norm[i] == _norm(a)), None)
             if idx is None:
                 if self.fallback != "first" or not names:
                     raise CardError(f"stream leads {list(names)} have none of {[lead, *self.aliases.get(lead, ())]}")
-                idx, used_fallback = min(len(chosen), len(names) - 1), True
+                idx, used_fallback = (free[0] if free else 0), True
             chosen.append(idx)
         return chosen, used_fallback
 

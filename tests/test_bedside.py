@@ -151,3 +151,27 @@ def test_rr_prematurity_scores_the_window_with_an_early_beat_higher():
     score = rr_prematurity(ws, 360.0)
     assert abs(score[0]) < 0.05 and abs(score[1]) < 0.05
     assert score[2] == pytest.approx(-np.log(200 / 300), abs=0.05)
+
+
+def test_two_lead_windows_take_the_chest_lead_by_name():
+    from stream_ecg.dsp import DspConfig
+
+    cfg = BedsideConfig(leads=("MLII", "chest"), dsp=DspConfig(rhythm=True))
+    ws = record_windows("208", cfg, cfg.hop, excerpt_dir())
+    assert ws.x.shape[1:] == (4, 2000)  # MLII, V1, two rhythm channels
+    rec = load_record("208", excerpt_dir())
+    assert rec.leads == ("MLII", "V1")
+    one = record_windows("208", BedsideConfig(dsp=DspConfig(rhythm=True)), 360, excerpt_dir())
+    np.testing.assert_allclose(ws.x[:, [0, 2, 3]], one.x, atol=1e-6)  # MLII and its rhythm are the one-lead model's
+    assert not np.allclose(ws.x[:, 1], ws.x[:, 0], atol=0.1)
+    assert BedsideConfig.from_dict(cfg.to_dict()).leads == ("MLII", "chest")
+    assert BedsideConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k != "leads"}).leads == ("MLII",)
+
+
+def test_augment_copies_the_first_lead_into_the_chest_slot_for_a_share_of_windows():
+    x = np.random.default_rng(0).normal(size=(400, 4, 200)).astype(np.float32)
+    out = augment(x, np.random.default_rng(1), leads=2, missing_p=0.25)
+    same = np.array([np.allclose(o[1], o[0]) for o in out])
+    assert 0.15 < same.mean() < 0.35
+    np.testing.assert_array_equal(out[:, 2:], x[:, 2:])  # rhythm channels untouched
+    assert not any(np.allclose(o[1], o[0]) for o in augment(x, np.random.default_rng(1), leads=2))

@@ -69,6 +69,12 @@ def test_lead_contract_picks_by_name_alias_and_fallback():
     assert c.pick(("I", "ii", "III")) == ([1], False)  # 12-lead: lead II by alias, any case
     assert c.pick(("ECG 1", "ECG 2")) == ([0], False)
     assert c.pick(("V5", "V2")) == ([0], True)  # records 102/104: served, flagged
+    two = LeadContract(leads=("MLII", "chest"), aliases={"MLII": ("II",), "chest": ("V1", "V2", "V5")}, fallback="first")
+    assert two.pick(("MLII", "V1")) == ([0, 1], False)
+    assert two.pick(("V5", "MLII")) == ([1, 0], False)  # record 114
+    assert two.pick(("V5", "V2")) == ([0, 1], True)  # 102/104: V5 stands in for MLII, so the chest slot takes V2
+    assert two.pick(("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2")) == ([1, 6], False)
+    assert two.pick(("ECG",)) == ([0, 0], True)  # one lead fills both slots, flagged
     with pytest.raises(CardError):
         LeadContract(leads=("MLII",), fallback="refuse").pick(("V5", "V2"))
 

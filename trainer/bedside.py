@@ -38,11 +38,12 @@ FOLDS = (
     ("207", "118", "203", "109", "205"),
     ("223", "124", "119", "215", "116", "108"),
 )
-LEAD_CONTRACT = LeadContract(
-    leads=("MLII",),
-    aliases={"MLII": ("II", "ML2", "MLII", "ECG1", "ECG", "ECG 1", "LEAD II", "D2")},
-    fallback="first",
-)
+# Names a stream may give each lead the model can take. "chest" is any precordial lead: MIT-BIH's second
+# lead is V1 in most records and V2, V4 or V5 in the rest, so the model learns it as one slot.
+LEAD_ALIASES = {
+    "MLII": ("II", "ML2", "MLII", "ECG1", "ECG", "ECG 1", "LEAD II", "D2"),
+    "chest": ("V1", "V2", "V5", "V4", "V3", "V6", "ECG2", "ECG 2"),
+}
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,13 @@ class BedsideConfig:
     val_records: tuple[str, ...] = VAL_RECORDS
     model: dict = field(default_factory=dict)
     folds: tuple[tuple[str, ...], ...] = ()  # non-empty: cross-fitted members, val_records unused
+    leads: tuple[str, ...] = ("MLII",)  # slots of LEAD_ALIASES the model takes, in channel order
+    missing_p: float = 0.1  # with a second slot: share of training windows whose chest slot holds MLII again
+
+    @property
+    def lead_contract(self) -> LeadContract:
+        """How the runtime and the trainer pick this model's leads from a stream's or record's lead names."""
+        return LeadContract(leads=self.leads, aliases={k: LEAD_ALIASES[k] for k in self.leads}, fallback="first")
 
     @property
     def validation(self) -> tuple[tuple[str, ...], ...]:
@@ -71,7 +79,8 @@ class BedsideConfig:
     def from_dict(cls, d: dict) -> "BedsideConfig":
         """The config a checkpoint recorded (`to_dict`), so export and analysis cut windows as training did."""
         return cls(**{**d, "dsp": DspConfig.from_dict(d["dsp"]), "rule": IntervalRule.from_dict(d["rule"]),
-                      "val_records": tuple(d["val_records"]), "folds": tuple(tuple(f) for f in d.get("folds", ()))})
+                      "val_records": tuple(d["val_records"]), "folds": tuple(tuple(f) for f in d.get("folds", ())),
+                      "leads": tuple(d.get("leads", ("MLII",)))})
 
 
 @dataclass(frozen=True)
@@ -85,7 +94,7 @@ class WindowSet:
 
 def record_windows(name: str, cfg: BedsideConfig, hop: int, data_dir=None) -> WindowSet:
     rec = load_record(name, data_dir)
-    sig, _ = model_input(LEAD_CONTRACT, cfg.dsp, rec)
+    sig, _ = model_input(cfg.lead_contract, cfg.dsp, rec)
     starts = window_starts(sig.shape[1], cfg.window, hop)
     beats = np.round(rec.beats.samples * cfg.dsp.fs / rec.fs).astype(np.int64)
     aami = rec.beats.aami()
@@ -140,9 +149,12 @@ def balanced_p(y: np.ndarray) -> np.ndarray:
     return p / p.sum()
 
 
-def augment(x: np.ndarray, rng: np.random.Generator, leads: int = 1, eps: float = DspConfig().norm_eps) -> np.ndarray:
+def augment(x: np.ndarray, rng: np.random.Generator, leads: int = 1, eps: float = DspConfig().norm_eps,
+            missing_p: float = 0.0) -> np.ndarray:
     """Noise, baseline wander and amplitude/polarity-preserving gain on the ECG leads, then the same
-    z-score again; rhythm channels after the first `leads` pass through (they were computed clean)."""
+    z-score again; rhythm channels after the first `leads` pass through (they were computed clean).
+    With several leads, a `missing_p` share of windows get the first lead in every other slot: what
+    the lead contract serves from a one-lead stream."""
     x, rest = x[:, :leads], x[:, leads:]
     n, _, t = x.shape
     tt = np.arange(t)[None, None, :]
@@ -150,6 +162,9 @@ def augment(x: np.ndarray, rng: np.random.Generator, leads: int = 1, eps: float 
     noise = rng.normal(0, 1, x.shape) * rng.uniform(0, 0.15, (n, 1, 1))
     gain = rng.uniform(0.8, 1.25, (n, 1, 1))
     ecg = normalise_window((x * gain + wander + noise).astype(np.float32), eps)
+    if leads > 1 and missing_p > 0:  # after the noise: the runtime copies the one lead, noise and all
+        gone = rng.random(n) < missing_p
+        ecg[gone, 1:] = ecg[gone, :1]
     return np.concatenate([ecg, rest], axis=1) if rest.shape[1] else ecg
 
 
@@ -197,13 +212,13 @@ def train_bedside(cfg: BedsideConfig, train_cfg, out: Path, data_dir=None, epoch
     if cfg.folds and len(seeds) != len(folds):
         raise ValueError(f"cross-fitting trains one member per fold: {len(folds)} folds, {len(seeds)} seeds")
     ds1 = ds1_windows(cfg, data_dir)
-    mcfg = JointModelConfig(**{"in_leads": cfg.dsp.channels(len(LEAD_CONTRACT.leads)), "n_classes": len(ABNORMAL), **cfg.model})
+    mcfg = JointModelConfig(**{"in_leads": cfg.dsp.channels(len(cfg.leads)), "n_classes": len(ABNORMAL), **cfg.model})
     members, held = [], []
     for k, seed in enumerate(seeds):
         train, val = split(ds1, folds[k % len(folds)], cfg.hop)
         members.append(train_model(
             mcfg, dataclasses.replace(train_cfg, seed=seed), (train.x, train.y), (val.x, val.y),
-            augment=functools.partial(augment, leads=len(LEAD_CONTRACT.leads), eps=cfg.dsp.norm_eps), desc=f"bedside seed {seed}",
+            augment=functools.partial(augment, leads=len(cfg.leads), eps=cfg.dsp.norm_eps, missing_p=cfg.missing_p), desc=f"bedside seed {seed}",
             objective=MultiLabelObjective(train.y, train.w, val.y, val.w), sample_p=balanced_p(train.y), epoch_size=epoch_size,
             teacher=teacher_net, distill=distill,
         ))
@@ -288,6 +303,65 @@ def member_spread(checkpoint: Path, records: str = "DS2", data_dir=None) -> dict
             "windows": int(len(ws.y)), "margin_samples": cfg.margin}
 
 
+def held_out_logits(model, cfg: BedsideConfig, data_dir=None):
+    """Yield (record, member, windows, logits): each DS1 record scored by the cross-fitted member that held it out."""
+    from .train import predict_logits
+
+    for k, (net, fold) in enumerate(zip(model.members, cfg.folds)):
+        for r in fold:
+            ws = record_windows(r, cfg, cfg.hop, data_dir)
+            yield r, k, ws, predict_logits(net, ws.x)[0].numpy()
+
+
+def ensemble_size(checkpoints: list[Path], data_dir=None) -> dict:
+    """Pooled out-of-fold window AUC of the mean logit of k cross-fitted runs, for every subset of k runs.
+
+    Runs with the same record folds hold each record out once each, so averaging their members'
+    logits on it is a k-member ensemble scored on patients none of its members saw.
+    """
+    from itertools import combinations
+
+    from stream_ecg.scoring import auc
+
+    from .train import load_checkpoint
+
+    runs, windows, folds = [], {}, None
+    for ck in checkpoints:
+        model, ckpt = load_checkpoint(ck)
+        cfg = BedsideConfig.from_dict(ckpt["bedside"]["bedside_config"])
+        if not cfg.folds:
+            raise ValueError(f"{ck} is not a cross-fitted run (trainer train --folds)")
+        if folds is not None and cfg.folds != folds:
+            raise ValueError(f"{ck} holds out other record folds than {checkpoints[0]}; its members cannot be averaged")
+        folds = cfg.folds
+        logits = {}
+        for r, _, ws, lg in held_out_logits(model, cfg, data_dir):
+            first = windows.setdefault(r, ws)
+            if not np.array_equal(first.start, ws.start):
+                raise ValueError(f"{ck} cuts record {r} into other windows than {checkpoints[0]}")
+            logits[r] = lg
+        runs.append(logits)
+    records = sorted(windows)
+
+    def pooled(subset: tuple[int, ...]) -> dict:
+        res = {}
+        for j, c in enumerate(ABNORMAL):
+            ys, ss = [], []
+            for r in records:
+                y, s = known_scores(windows[r], np.mean([runs[i][r] for i in subset], 0), j)
+                ys.append(y)
+                ss.append(s)
+            res[c] = auc(np.concatenate(ys), np.concatenate(ss))
+        return res
+
+    by_k = []
+    for k in range(1, len(runs) + 1):
+        subsets = [{"runs": list(sub), "auc": pooled(sub)} for sub in combinations(range(len(runs)), k)]
+        mean = {c: float(np.mean([s["auc"][c] for s in subsets])) for c in ABNORMAL}
+        by_k.append({"k": k, "mean_auc": mean, "subsets": subsets})
+    return {"runs": [str(c.parent) for c in checkpoints], "folds": [list(f) for f in folds], "by_size": by_k}
+
+
 def causal_median(x: np.ndarray, n: int) -> np.ndarray:
     """Median of the last `n` values up to and including each position (what a live stream could know)."""
     return np.array([np.median(x[max(0, i - n + 1) : i + 1]) for i in range(len(x))], dtype=np.float64)
@@ -316,25 +390,20 @@ def out_of_fold(model, cfg: BedsideConfig, data_dir=None, centre_windows: int = 
     `rr_prematurity`, a learning-free S score, to set the network's against."""
     from stream_ecg.scoring import auc
 
-    from .train import predict_logits
-
     rows, pooled = [], {c: {"y": [], "raw": [], "centred": [], "rr": []} for c in ABNORMAL}
-    for k, (net, fold) in enumerate(zip(model.members, cfg.folds)):
-        for r in fold:
-            ws = record_windows(r, cfg, cfg.hop, data_dir)
-            logits = predict_logits(net, ws.x)[0].numpy()
-            row = {"member": k, "record": r, "windows": int(len(ws.y))}
-            centred = logits - np.stack([causal_median(logits[:, j], centre_windows) for j in range(len(ABNORMAL))], 1)
-            rr = np.repeat(rr_prematurity(ws, cfg.dsp.fs)[:, None], len(ABNORMAL), 1)
-            for j, c in enumerate(ABNORMAL):
-                y, raw = known_scores(ws, logits, j)
-                row[c] = {"positives": int(y.sum()), "auc": auc(y, raw) if 0 < y.sum() < len(y) else None,
-                          "mean_logit": float(raw.mean())}
-                pooled[c]["y"].append(y)
-                pooled[c]["raw"].append(raw)
-                pooled[c]["centred"].append(known_scores(ws, centred, j)[1])
-                pooled[c]["rr"].append(known_scores(ws, rr, j)[1])
-            rows.append(row)
+    for r, k, ws, logits in held_out_logits(model, cfg, data_dir):
+        row = {"member": k, "record": r, "windows": int(len(ws.y))}
+        centred = logits - np.stack([causal_median(logits[:, j], centre_windows) for j in range(len(ABNORMAL))], 1)
+        rr = np.repeat(rr_prematurity(ws, cfg.dsp.fs)[:, None], len(ABNORMAL), 1)
+        for j, c in enumerate(ABNORMAL):
+            y, raw = known_scores(ws, logits, j)
+            row[c] = {"positives": int(y.sum()), "auc": auc(y, raw) if 0 < y.sum() < len(y) else None,
+                      "mean_logit": float(raw.mean())}
+            pooled[c]["y"].append(y)
+            pooled[c]["raw"].append(raw)
+            pooled[c]["centred"].append(known_scores(ws, centred, j)[1])
+            pooled[c]["rr"].append(known_scores(ws, rr, j)[1])
+        rows.append(row)
     summary = {c: {"auc": auc(np.concatenate(v["y"]), np.concatenate(v["raw"])),
                    "auc_centred": auc(np.concatenate(v["y"]), np.concatenate(v["centred"])),
                    "auc_rr_prematurity": auc(np.concatenate(v["y"]), np.concatenate(v["rr"]))} for c, v in pooled.items()}

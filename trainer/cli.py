@@ -37,6 +37,7 @@ def train(
     rhythm_context: int = typer.Option(0, min=0, help="bedside: RR relative to the median of the stream's last N RR "
                                        "intervals (per-stream state) instead of the window's median; 0 = the window's."),
     rhythm_both: bool = typer.Option(False, help="bedside, with --rhythm-context: keep the window-relative RR channels too."),
+    leads: str = typer.Option("MLII", help="bedside: comma-separated lead slots the model takes (trainer.bedside.LEAD_ALIASES), e.g. MLII,chest."),
     teacher: Path | None = typer.Option(None, help="bedside: a bedside checkpoint.pt (e.g. the shipped ensemble's run) whose outputs each member also learns."),
     distill: float = typer.Option(0.5, min=0.0, max=1.0, help="bedside: weight of the teacher's outputs in the loss."),
     select: str = typer.Option("best", help="best: keep the best validation epoch, stop early | last: train the whole schedule, keep the end."),
@@ -54,7 +55,7 @@ def train(
         from .bedside import FOLDS, BedsideConfig, train_bedside
 
         cfg = BedsideConfig(dsp=DspConfig(rhythm=rhythm, rhythm_context=rhythm_context, rhythm_both=rhythm_both), model={**BEDSIDE_MODEL, "pool_kernel": kernel, **json.loads(model)},
-                            folds=FOLDS if folds else ())
+                            folds=FOLDS if folds else (), leads=_lead_slots(leads))
         report = train_bedside(cfg, tcfg, out, data, epoch_size=epoch_size, seeds=tuple(int(v) for v in seeds.split(",") if v),
                                teacher=teacher, distill=distill)
     elif task == "paper":
@@ -64,6 +65,16 @@ def train(
     report["command"] = _command()
     (out / "metrics.json").write_text(json.dumps(report, indent=2))
     typer.echo(json.dumps({k: v for k, v in report.items() if k != "history"}, indent=2))
+
+
+def _lead_slots(spec: str) -> tuple[str, ...]:
+    from .bedside import LEAD_ALIASES
+
+    slots = tuple(v.strip() for v in spec.split(",") if v.strip())
+    unknown = [v for v in slots if v not in LEAD_ALIASES]
+    if not slots or unknown or len(set(slots)) != len(slots):
+        raise typer.BadParameter(f"--leads {spec!r}: give distinct slots out of {sorted(LEAD_ALIASES)}")
+    return slots
 
 
 # The shipped model's architecture: a small U-Net and classifier (see docs/results.md).
@@ -184,6 +195,23 @@ def members(
     metrics = run / "metrics.json"  # the run's own training command, so the table can say how it was trained
     if metrics.exists():
         report["trained_by"] = json.loads(metrics.read_text()).get("command")
+    text = json.dumps(report, indent=2, default=float)
+    if out is not None:
+        out.write_text(text + "\n")
+    typer.echo(text)
+
+
+@app.command("ensemble-size")
+def ensemble_size_cmd(
+    runs: str = typer.Option(..., help="Comma-separated cross-fitted runs (trainer train --folds) with the same record folds."),
+    data: Path | None = typer.Option(None, help="MIT-BIH directory."),
+    out: Path | None = typer.Option(None, help="Also write the JSON here."),
+) -> None:
+    """Out-of-fold window AUC of averaging 1..n cross-fitted runs: does a bigger ensemble still gain?"""
+    from .bedside import ensemble_size
+
+    report = ensemble_size([Path(r) / "checkpoint.pt" for r in runs.split(",") if r], data)
+    report["command"] = _command()
     text = json.dumps(report, indent=2, default=float)
     if out is not None:
         out.write_text(text + "\n")

@@ -17,7 +17,7 @@ from stream_ecg.intervals import IntervalRule
 from stream_ecg.infer import load_model
 from stream_ecg.offline import run_record
 
-from .bedside import ABNORMAL, CLASSES, LEAD_CONTRACT, BedsideConfig, record_windows
+from .bedside import ABNORMAL, CLASSES, BedsideConfig, record_windows
 from .export import Deployable, write_model_folder
 from .train import load_checkpoint
 
@@ -32,7 +32,13 @@ LIMITS = (
     "come from an R-peak detector inside each 5.6 s window: irregular rhythms with normal beats (atrial "
     "fibrillation, marked sinus arrhythmia, AV block with dropped beats) raise false S alarms, and missed or "
     "extra detections (tall T waves, noise) distort them. Performance on other populations, devices, lead "
-    "placements and noise levels is unknown; 12-lead input is served by picking lead II (or the first lead) only."
+    "placements and noise levels is unknown; "
+)
+ONE_LEAD_LIMITS = "12-lead input is served by picking lead II (or the first lead) only."
+CHEST_LIMITS = (
+    "the chest slot takes the first of V1, V2, V5, V4, V3, V6 the stream has (MIT-BIH's second lead is V1 in most "
+    "records), else the stream's other lead, flagged; a one-lead stream puts its only lead in both slots (flagged), "
+    "which the model saw in training on a share of windows but is judged on only where a record lacks a second lead."
 )
 
 CONTEXT_LIMITS = (
@@ -56,13 +62,14 @@ def card_from_run(ckpt: dict, name: str, version: str, command: str) -> dict:
     meta = ckpt["bedside"]
     cfg = meta["bedside_config"]
     mc = ckpt["model_config"]
+    leads = BedsideConfig.from_dict(cfg).lead_contract
     return {
         "name": name,
         "version": version,
         "fs": cfg["dsp"]["fs"],
-        "leads": list(LEAD_CONTRACT.leads),
-        "lead_aliases": {k: list(v) for k, v in LEAD_CONTRACT.aliases.items()},
-        "lead_fallback": LEAD_CONTRACT.fallback,
+        "leads": list(leads.leads),
+        "lead_aliases": {k: list(v) for k, v in leads.aliases.items()},
+        "lead_fallback": leads.fallback,
         "window": cfg["window"],
         "hop": cfg["hop"],
         "classes": list(CLASSES),
@@ -71,7 +78,7 @@ def card_from_run(ckpt: dict, name: str, version: str, command: str) -> dict:
         "thresholds": meta["thresholds"],
         "dsp": cfg["dsp"],
         "normalisation": f"per-window, per-lead z-score (std floored at {cfg['dsp']['norm_eps']} mV)",
-        "inputs": [*LEAD_CONTRACT.leads, *DspConfig.from_dict(cfg["dsp"]).rhythm_channels],
+        "inputs": [*leads.leads, *DspConfig.from_dict(cfg["dsp"]).rhythm_channels],
         "rhythm": _rhythm_text(cfg["dsp"]),
         "pooling": mc["pooling"],
         "pool_kernel": mc["pool_kernel"],
@@ -110,7 +117,7 @@ def card_from_run(ckpt: dict, name: str, version: str, command: str) -> dict:
             "command": command,
         },
         "intended_use": INTENDED_USE,
-        "limits": LIMITS + (CONTEXT_LIMITS if cfg["dsp"].get("rhythm_context") else ""),
+        "limits": LIMITS + (CHEST_LIMITS if "chest" in leads.leads else ONE_LEAD_LIMITS) + (CONTEXT_LIMITS if cfg["dsp"].get("rhythm_context") else ""),
     }
 
 
