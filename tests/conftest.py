@@ -11,6 +11,17 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """ONNX + .pt2 + card.json of a small random-weight bedside-shaped model (MLII, 2000 @ 360 Hz)."""
+    return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture
+def two_lead_model_dir(tmp_path) -> Path:
+    """The same tiny model taking MLII and a chest lead (V1, V2 or V5)."""
+    return make_tiny_model(tmp_path / "two", {"MLII": ["II"], "chest": ["V1", "V2", "V5"]})
+
+
+def make_tiny_model(out: Path, leads: dict[str, list[str]] | None = None) -> Path:
+    """A tiny random-weight model folder taking `leads` (slot -> aliases; default MLII alone)."""
     import torch
 
     from stream_ecg.dsp import DspConfig
@@ -19,13 +30,14 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     from trainer.model import JointModel, JointModelConfig
 
     torch.manual_seed(0)
-    cfg = JointModelConfig(in_leads=1, n_classes=2, seg_widths=(4, 8), cls_widths=(4, 8, 8, 8), mlp_hidden=16, decimate=3)
+    leads = leads or {"MLII": ["II", "ML2", "ECG1", "ECG"]}
+    cfg = JointModelConfig(in_leads=len(leads), n_classes=2, seg_widths=(4, 8), cls_widths=(4, 8, 8, 8), mlp_hidden=16, decimate=3)
     card = {
         "name": "tiny-test",
         "version": "0.0.0",
         "fs": 360.0,
-        "leads": ["MLII"],
-        "lead_aliases": {"MLII": ["II", "ML2", "ECG1", "ECG"]},
+        "leads": list(leads),
+        "lead_aliases": leads,
         "lead_fallback": "first",
         "window": 2000,
         "hop": 360,
@@ -36,7 +48,6 @@ def tiny_model_dir(tmp_path_factory) -> Path:
         "interval_rule": IntervalRule().to_dict(),
         "model_config": cfg.to_dict(),
     }
-    out = tmp_path_factory.mktemp("models") / "tiny"
-    x = np.random.default_rng(0).normal(size=(4, 1, 2000)).astype(np.float32)
+    x = np.random.default_rng(0).normal(size=(4, len(leads), 2000)).astype(np.float32)
     write_model_folder(Deployable(JointModel(cfg), "multilabel"), out, card, x)
     return out

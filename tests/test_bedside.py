@@ -175,3 +175,19 @@ def test_augment_copies_the_first_lead_into_the_chest_slot_for_a_share_of_window
     assert 0.15 < same.mean() < 0.35
     np.testing.assert_array_equal(out[:, 2:], x[:, 2:])  # rhythm channels untouched
     assert not any(np.allclose(o[1], o[0]) for o in augment(x, np.random.default_rng(1), leads=2))
+
+
+def test_card_of_a_two_lead_run_names_the_chest_slot():
+    from stream_ecg.card import ModelCard
+    from stream_ecg.dsp import DspConfig
+    from trainer.ship import card_from_run
+
+    cfg = BedsideConfig(dsp=DspConfig(rhythm=True), leads=("MLII", "chest"))
+    ckpt = {"bedside": {"bedside_config": cfg.to_dict(), "thresholds": {"S": 0.5, "V": 0.5}, "train_windows": 1,
+                        "val_windows": 1, "train_seconds": 1.0, "best_epoch": 1},
+            "model_config": {"pooling": "l2", "pool_kernel": 151, "in_leads": 4}, "train_config": {"seed": 0}}
+    d = card_from_run(ckpt, "two", "0", "trainer train ...")
+    assert d["inputs"] == ["MLII", "chest", "rr_prev", "rr_next"] and d["lead_aliases"]["chest"][0] == "V1"
+    assert "chest slot" in d["limits"] and "lead II (or the first lead) only" not in d["limits"]
+    card = ModelCard.from_dict({**d, "files": {}})
+    assert card.channels == 4 and card.leads.pick(("MLII", "V1")) == ([0, 1], False)

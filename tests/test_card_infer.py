@@ -107,3 +107,20 @@ def test_shipped_default_model_is_consistent():
         assert 0 <= card["metrics"]["ds2"]["beat"][cls]["se"] <= 1
     x = excerpt_windows(onnx.card)
     assert np.abs(onnx.infer(x)[0] - torch_model.infer(x)[0]).max() <= 1e-4
+
+
+def test_two_lead_model_is_served_by_lead_name_and_from_a_one_lead_stream(two_lead_model_dir):
+    import dataclasses
+
+    from stream_ecg.offline import run_record
+
+    model = load_model(two_lead_model_dir)
+    rec = load_record("208", excerpt_dir())
+    rec = dataclasses.replace(rec, signal=rec.signal[:, : 30 * 360])
+    both = run_record(model, rec)
+    assert both.probs.shape[1] == 3 and not both.lead_fallback
+    swapped = run_record(model, dataclasses.replace(rec, leads=rec.leads[::-1], signal=rec.signal[::-1]))
+    np.testing.assert_array_equal(swapped.probs, both.probs)  # picked by name, not position
+    alone = run_record(model, dataclasses.replace(rec, leads=rec.leads[:1], signal=rec.signal[:1]))
+    assert alone.lead_fallback and alone.probs.shape == both.probs.shape
+    assert np.abs(alone.probs - both.probs).max() > 1e-6  # MLII in the chest slot: another input (random weights barely care)
