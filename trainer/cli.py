@@ -67,6 +67,14 @@ def train(
     typer.echo(json.dumps({k: v for k, v in report.items() if k != "history"}, indent=2))
 
 
+def _emit(report: dict, out: Path | None) -> None:
+    """Print a report as JSON, and also write it to `out` when given."""
+    text = json.dumps(report, indent=2, default=float)
+    if out is not None:
+        out.write_text(text + "\n")
+    typer.echo(text)
+
+
 def _lead_slots(spec: str) -> tuple[str, ...]:
     from .bedside import LEAD_ALIASES
 
@@ -195,10 +203,7 @@ def members(
     metrics = run / "metrics.json"  # the run's own training command, so the table can say how it was trained
     if metrics.exists():
         report["trained_by"] = json.loads(metrics.read_text()).get("command")
-    text = json.dumps(report, indent=2, default=float)
-    if out is not None:
-        out.write_text(text + "\n")
-    typer.echo(text)
+    _emit(report, out)
 
 
 @app.command("ensemble-size")
@@ -212,10 +217,7 @@ def ensemble_size_cmd(
 
     report = ensemble_size([Path(r) / "checkpoint.pt" for r in runs.split(",") if r], data)
     report["command"] = _command()
-    text = json.dumps(report, indent=2, default=float)
-    if out is not None:
-        out.write_text(text + "\n")
-    typer.echo(text)
+    _emit(report, out)
 
 
 @experiment_app.command("paper")

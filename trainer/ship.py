@@ -36,7 +36,7 @@ LIMITS = (
 )
 ONE_LEAD_LIMITS = "12-lead input is served by picking lead II (or the first lead) only."
 CHEST_LIMITS = (
-    "the chest slot takes the first of V1, V2, V5, V4, V3, V6 the stream has (MIT-BIH's second lead is V1 in most "
+    "the chest slot takes the first of {names} the stream has (MIT-BIH's second lead is V1 in most "
     "records), else the stream's other lead, flagged; a one-lead stream puts its only lead in both slots (flagged), "
     "which the model saw in training on a share of windows but is judged on only where a record lacks a second lead."
 )
@@ -117,7 +117,7 @@ def card_from_run(ckpt: dict, name: str, version: str, command: str) -> dict:
             "command": command,
         },
         "intended_use": INTENDED_USE,
-        "limits": LIMITS + (CHEST_LIMITS if "chest" in leads.leads else ONE_LEAD_LIMITS) + (CONTEXT_LIMITS if cfg["dsp"].get("rhythm_context") else ""),
+        "limits": LIMITS + (CHEST_LIMITS.format(names=", ".join(leads.aliases["chest"])) if "chest" in leads.leads else ONE_LEAD_LIMITS) + (CONTEXT_LIMITS if cfg["dsp"].get("rhythm_context") else ""),
     }
 
 
