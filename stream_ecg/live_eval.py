@@ -97,7 +97,8 @@ class LiveRecord:
     stream_id: str
     fs_in: float
     leads_in: tuple[str, ...]
-    lead: str  # the input lead that fed the model
+    lead: str  # the input lead that fed the model's first slot
+    leads_used: tuple[str, ...]  # the input lead in each of the model's lead slots, in slot order
     signal: np.ndarray  # that lead at the record's rate (mV), for the report's strips
     beat_sent_at: np.ndarray  # per annotated beat: send time of the chunk holding it
     seconds: float
@@ -514,6 +515,7 @@ def _live_record(st: _Stream, card: ModelCard) -> LiveRecord:
         fs_in=rec.fs,
         leads_in=rec.leads,
         lead=rec.leads[idx[0]],
+        leads_used=tuple(rec.leads[i] for i in idx),
         signal=rec.signal[idx[0]],
         beat_sent_at=beat_sent_at(st.bounds, st.sent_at, rec.beats.samples),
         seconds=rec.signal.shape[1] / rec.fs,
@@ -619,7 +621,7 @@ def summarise(run: LiveRun, command: str = "") -> dict:
             per[c] = _dist(wall)
         rows.append({
             "record": rec.output.name, "stream_id": rec.stream_id, "fs": rec.fs_in, "leads": list(rec.leads_in),
-            "lead_used": rec.lead, "lead_fallback": rec.output.lead_fallback, "seconds": rec.seconds,
+            "lead_used": ",".join(rec.leads_used), "lead_fallback": rec.output.lead_fallback, "seconds": rec.seconds,
             "windows": int(len(rec.output.starts)), "windows_expected": rec.windows_expected,
             "windows_missing": rec.windows_missing, "flags": rec.collected.flags, "statuses": list(rec.statuses),
             "beats_by_class": dict(zip(*(x.tolist() for x in np.unique(rec.output.beat_aami, return_counts=True)))),

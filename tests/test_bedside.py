@@ -191,3 +191,49 @@ def test_card_of_a_two_lead_run_names_the_chest_slot():
     assert "chest slot" in d["limits"] and "lead II (or the first lead) only" not in d["limits"]
     card = ModelCard.from_dict({**d, "files": {}})
     assert card.channels == 4 and card.leads.pick(("MLII", "V1")) == ([0, 1], False)
+
+
+def test_held_out_averages_several_cross_fitted_runs_record_by_record(tmp_path, tiny_model_dir):
+    import torch
+
+    from stream_ecg.card import load_card
+    from trainer.bedside import ensemble_size, held_out, record_windows
+    from trainer.model import JointEnsemble, JointModelConfig
+    from trainer.train import TrainConfig, TrainResult, predict_logits, save_checkpoint
+
+    mcfg = JointModelConfig.from_dict(load_card(tiny_model_dir).model_config)
+    cfg = BedsideConfig(folds=(("208",), ("100",)))
+    runs = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        runs.append(JointEnsemble(mcfg, 2).eval())
+        (tmp_path / f"r{seed}").mkdir()
+        save_checkpoint(tmp_path / f"r{seed}" / "checkpoint.pt", TrainResult(model=runs[-1]), mcfg, TrainConfig(),
+                        extra={"bedside": {"bedside_config": cfg.to_dict()}})
+    cks = [tmp_path / "r1" / "checkpoint.pt", tmp_path / "r2" / "checkpoint.pt"]
+    ho = held_out(cks, excerpt_dir())
+    assert ho.records == ("100", "208") and ho.fold == {"208": 0, "100": 1}
+    ws = record_windows("100", cfg, cfg.hop, excerpt_dir())
+    own = [predict_logits(r.members[1], ws.x)[0].numpy() for r in runs]  # 100 is held out by member 1
+    np.testing.assert_allclose(ho.logits[1]["100"], own[1], atol=1e-6)
+    y, s, rec = ho.pooled((0, 1), 1)
+    np.testing.assert_allclose(s[rec == "100"], ((own[0] + own[1]) / 2)[ws.w[:, 1] > 0, 1], atol=1e-6)
+    assert [b["k"] for b in ensemble_size(cks, excerpt_dir())["by_size"]] == [1, 2]
+
+
+def test_threshold_transfer_shows_a_threshold_from_few_patients_failing_on_the_rest():
+    from trainer.bedside import transfer
+
+    rng = np.random.default_rng(0)
+    recs, ys, ps = [], [], []
+    for r, (lo, hi) in {"a": (0.02, 0.06), "b": (0.6, 0.9), "c": (0.6, 0.9), "d": (0.6, 0.9)}.items():
+        y = np.arange(400) % 4 == 0  # a: the positives score low (a patient the model reads poorly); b-d: clean
+        p = np.where(y, rng.uniform(lo, hi, 400), rng.uniform(0.0, 0.5 if r != "a" else 0.015, 400))
+        recs.append(np.full(400, r)), ys.append(y), ps.append(p)
+    rec, y, p = np.concatenate(recs), np.concatenate(ys), np.concatenate(ps)
+    fold = np.searchsorted(["a", "b", "c", "d"], rec)
+    t = transfer(y, p, fold, rec, ("a",))
+    fixed = t["fixed_records"]
+    assert fixed["on_the_rest"]["threshold"] < 0.05 < 0.5 <= fixed["best_for_the_rest"]["threshold"]
+    assert fixed["on_the_rest"]["precision"] < 0.5 and fixed["best_for_the_rest"]["f1"] == pytest.approx(1.0)
+    assert len(t["leave_one_fold_out"]["thresholds"]) == 4 and t["leave_one_fold_out"]["f1"] <= t["in_sample"]["f1"] + 1e-12

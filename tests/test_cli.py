@@ -37,3 +37,24 @@ def test_demo_streams_the_excerpt_and_matches_the_batch_path():
 def test_console_script_is_installed():
     out = subprocess.run([sys.executable, "-m", "stream_ecg.cli", "--help"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "demo" in out.stdout
+
+
+def test_report_sets_the_shipped_model_beside_earlier_ones(tmp_path):
+    """results.md keeps the replaced default's DS2 numbers in view (docs/results/<folder>/bedside_ds2.json)."""
+    import json
+
+    from trainer.report import render
+
+    def ds2(model, command, v_se):
+        per = {c: {"se": v_se, "ppv": 0.5} for c in ("S", "V")}
+        win = {c: {"se": 0.5, "precision": 0.5, "auc": 0.9} for c in ("S", "V")}
+        return {"model": model, "command": command, "seconds": 1.0,
+                "whole_record": {"beat": per, "window": win}, "from_5_min": {"beat": per, "window": win}}
+
+    (tmp_path / "bedside-v1").mkdir()
+    (tmp_path / "bedside_ds2.json").write_text(json.dumps(ds2("new", "trainer export --run a", 0.9)))
+    (tmp_path / "bedside-v1" / "bedside_ds2.json").write_text(json.dumps(ds2("old", "trainer export --run b", 0.25)))
+    text = render(tmp_path)
+    assert "| V | 90.0 % |" in text
+    earlier = [line for line in text.splitlines() if line.startswith("| `bedside-v1`")]
+    assert len(earlier) == 1 and "`trainer export --run b`" in earlier[0] and "25.0 %" in earlier[0]

@@ -104,7 +104,7 @@ def test_summary_has_every_key_and_the_report_every_section_even_without_s_beats
     col, beats = _hand_made(card)
     col.output.beat_aami[-1] = "N"  # no S beat at all now
     bounds = np.arange(0, 6001, 90)
-    rec = LiveRecord(col, "r", card.fs, ("MLII",), "MLII", np.zeros(6000, np.float32),
+    rec = LiveRecord(col, "r", card.fs, ("MLII",), "MLII", ("MLII",), np.zeros(6000, np.float32),
                      beat_sent_at(bounds, np.full(len(bounds) - 1, 100.0), beats.samples), 6000 / card.fs, 5, 0)
     run = LiveRun([rec], card, 2.0, rec.seconds, {}, [], {"in_process": False}, EvalSettings())
     s = summarise(run)
@@ -211,6 +211,7 @@ def test_a_synthetic_12_lead_250hz_record_flows_through_a_running_worker(model_d
     s = summarise(run)
     row = s["records"][0]
     assert row["beats_by_class"] == {"N": int(np.sum(kinds == "N")), "V": int(np.sum(kinds == "V"))}
+    assert row["lead_used"] == ("II,V1" if len(card.leads.leads) == 2 else "II")  # a chest slot takes V1, the first chest alias
     assert s["beat"]["V"]["beats"] == int(np.sum(kinds == "V")) and s["beat"]["S"]["beats"] == 0
     assert s["worker"]["in_process"] is False
 

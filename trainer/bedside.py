@@ -313,6 +313,48 @@ def held_out_logits(model, cfg: BedsideConfig, data_dir=None):
             yield r, k, ws, predict_logits(net, ws.x)[0].numpy()
 
 
+@dataclass(frozen=True)
+class HeldOut:
+    """Out-of-fold logits of several cross-fitted runs with the same folds, record by record."""
+
+    records: tuple[str, ...]
+    fold: dict[str, int]  # record -> index of the fold (member) that held it out
+    y: dict[str, np.ndarray]  # record -> (n, 2) targets, runtime-hop windows
+    w: dict[str, np.ndarray]  # record -> (n, 2) target weights
+    logits: list[dict[str, np.ndarray]]  # per run: record -> (n, 2) logits
+
+    def pooled(self, subset: tuple[int, ...], j: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Known targets, mean logit over the runs in `subset`, and each window's record, pooled over DS1."""
+        ys, ss, rs = [], [], []
+        for r in self.records:
+            known = self.w[r][:, j] > 0
+            ys.append(self.y[r][known, j] > 0)
+            ss.append(np.mean([self.logits[i][r] for i in subset], 0)[known, j])
+            rs.append(np.full(int(known.sum()), r))
+        return np.concatenate(ys), np.concatenate(ss), np.concatenate(rs)
+
+
+def held_out(checkpoints: list[Path], data_dir=None) -> HeldOut:
+    """Score every DS1 record with each run's member that held it out (the runs must share their folds)."""
+    from .train import load_checkpoint
+
+    logits, fold, y, w, starts, folds = [], {}, {}, {}, {}, None
+    for ck in checkpoints:
+        model, ckpt = load_checkpoint(ck)
+        cfg = BedsideConfig.from_dict(ckpt["bedside"]["bedside_config"])
+        if not cfg.folds:
+            raise ValueError(f"{ck} is not a cross-fitted run (trainer train --folds)")
+        if folds is not None and cfg.folds != folds:
+            raise ValueError(f"{ck} holds out other record folds than {checkpoints[0]}; its members cannot be averaged")
+        folds, run = cfg.folds, {}
+        for r, k, ws, lg in held_out_logits(model, cfg, data_dir):
+            if not np.array_equal(starts.setdefault(r, ws.start), ws.start):
+                raise ValueError(f"{ck} cuts record {r} into other windows than {checkpoints[0]}")
+            fold[r], y[r], w[r], run[r] = k, ws.y, ws.w, lg
+        logits.append(run)
+    return HeldOut(tuple(sorted(y)), fold, y, w, logits)
+
+
 def ensemble_size(checkpoints: list[Path], data_dir=None) -> dict:
     """Pooled out-of-fold window AUC of the mean logit of k cross-fitted runs, for every subset of k runs.
 
@@ -323,43 +365,64 @@ def ensemble_size(checkpoints: list[Path], data_dir=None) -> dict:
 
     from stream_ecg.scoring import auc
 
-    from .train import load_checkpoint
-
-    runs, windows, folds = [], {}, None
-    for ck in checkpoints:
-        model, ckpt = load_checkpoint(ck)
-        cfg = BedsideConfig.from_dict(ckpt["bedside"]["bedside_config"])
-        if not cfg.folds:
-            raise ValueError(f"{ck} is not a cross-fitted run (trainer train --folds)")
-        if folds is not None and cfg.folds != folds:
-            raise ValueError(f"{ck} holds out other record folds than {checkpoints[0]}; its members cannot be averaged")
-        folds = cfg.folds
-        logits = {}
-        for r, _, ws, lg in held_out_logits(model, cfg, data_dir):
-            first = windows.setdefault(r, ws)
-            if not np.array_equal(first.start, ws.start):
-                raise ValueError(f"{ck} cuts record {r} into other windows than {checkpoints[0]}")
-            logits[r] = lg
-        runs.append(logits)
-    records = sorted(windows)
-
-    def pooled(subset: tuple[int, ...]) -> dict:
-        res = {}
-        for j, c in enumerate(ABNORMAL):
-            ys, ss = [], []
-            for r in records:
-                y, s = known_scores(windows[r], np.mean([runs[i][r] for i in subset], 0), j)
-                ys.append(y)
-                ss.append(s)
-            res[c] = auc(np.concatenate(ys), np.concatenate(ss))
-        return res
-
+    ho = held_out(checkpoints, data_dir)
     by_k = []
-    for k in range(1, len(runs) + 1):
-        subsets = [{"runs": list(sub), "auc": pooled(sub)} for sub in combinations(range(len(runs)), k)]
+    for k in range(1, len(ho.logits) + 1):
+        subsets = [{"runs": list(sub), "auc": {c: auc(*ho.pooled(sub, j)[:2]) for j, c in enumerate(ABNORMAL)}}
+                   for sub in combinations(range(len(ho.logits)), k)]
         mean = {c: float(np.mean([s["auc"][c] for s in subsets])) for c in ABNORMAL}
         by_k.append({"k": k, "mean_auc": mean, "subsets": subsets})
-    return {"runs": [str(c.parent) for c in checkpoints], "folds": [list(f) for f in folds], "by_size": by_k}
+    folds = [[r for r in ho.records if ho.fold[r] == k] for k in range(max(ho.fold.values()) + 1)]
+    return {"runs": [str(c.parent) for c in checkpoints], "folds": folds, "by_size": by_k}
+
+
+def _f1(se: float, precision: float) -> float:
+    return 2 * se * precision / (se + precision) if se + precision > 0 else 0.0
+
+
+def _at(truth: np.ndarray, prob: np.ndarray, threshold: float) -> dict:
+    m = detection_metrics(truth, prob, threshold)
+    return {"threshold": threshold, "se": m["se"], "precision": m["precision"], "f1": _f1(m["se"], m["precision"])}
+
+
+def transfer(y: np.ndarray, p: np.ndarray, fold: np.ndarray, rec: np.ndarray, fixed: tuple[str, ...]) -> dict:
+    """Window scores at max-F1 thresholds chosen in-sample, leave-one-fold-out, and on the `fixed` records only."""
+    lofo, chosen = np.zeros(len(y), bool), []
+    for k in np.unique(fold):
+        chosen.append(best_threshold(y[fold != k], p[fold != k]))
+        lofo[fold == k] = p[fold == k] >= chosen[-1]
+    tp, fp, fn = int(np.sum(lofo & y)), int(np.sum(lofo & ~y)), int(np.sum(~lofo & y))
+    se, pr = tp / max(tp + fn, 1), tp / max(tp + fp, 1)
+    inside = np.isin(rec, fixed)
+    return {
+        "in_sample": _at(y, p, best_threshold(y, p)),
+        "leave_one_fold_out": {"thresholds": chosen, "se": se, "precision": pr, "f1": _f1(se, pr)},
+        "fixed_records": {"records": list(fixed), "on_the_rest": _at(y[~inside], p[~inside], best_threshold(y[inside], p[inside])),
+                          "best_for_the_rest": _at(y[~inside], p[~inside], best_threshold(y[~inside], p[~inside]))},
+    }
+
+
+def threshold_transfer(checkpoints: list[Path], data_dir=None, fixed: tuple[str, ...] = VAL_RECORDS) -> dict:
+    """How well a max-F1 window threshold chosen on some DS1 patients holds on others, per class.
+
+    For each cross-fitted run alone and for the mean of all of them, on out-of-fold scores: the
+    threshold chosen on all records (in-sample, what `trainer train --folds` ships); chosen on three
+    folds and applied to the fourth (leave-one-fold-out, summed over the folds); and chosen on the
+    `fixed` records alone (the shipped recipe's four validation records) and applied to the rest,
+    beside the best threshold for the rest (what the fixed records should have found).
+    """
+    from stream_ecg.scoring import auc
+
+    ho = held_out(checkpoints, data_dir)
+    subsets = [(i,) for i in range(len(ho.logits))] + ([tuple(range(len(ho.logits)))] if len(ho.logits) > 1 else [])
+    rows = []
+    for sub in subsets:
+        row = {"runs": [str(checkpoints[i].parent) for i in sub]}
+        for j, c in enumerate(ABNORMAL):
+            y, s, rec = ho.pooled(sub, j)
+            row[c] = {"auc": auc(y, s), **transfer(y, 1.0 / (1.0 + np.exp(-s)), np.array([ho.fold[r] for r in rec]), rec, fixed)}
+        rows.append(row)
+    return {"rows": rows, "windows": "runtime hop, known targets only; thresholds maximise window F1 (trainer.bedside.best_threshold)"}
 
 
 def causal_median(x: np.ndarray, n: int) -> np.ndarray:

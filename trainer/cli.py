@@ -220,6 +220,20 @@ def ensemble_size_cmd(
     _emit(report, out)
 
 
+@app.command("threshold-transfer")
+def threshold_transfer_cmd(
+    runs: str = typer.Option(..., help="Comma-separated cross-fitted runs (trainer train --folds) with the same record folds."),
+    data: Path | None = typer.Option(None, help="MIT-BIH directory."),
+    out: Path | None = typer.Option(None, help="Also write the JSON here."),
+) -> None:
+    """Do window thresholds chosen on some DS1 patients hold on the others? Out-of-fold, DS1 only."""
+    from .bedside import threshold_transfer
+
+    report = threshold_transfer([Path(r) / "checkpoint.pt" for r in runs.split(",") if r], data)
+    report["command"] = _command()
+    _emit(report, out)
+
+
 @experiment_app.command("paper")
 def experiment_paper(
     out: Path = typer.Option(Path("docs/results"), help="Where the JSON results and figures go."),

@@ -125,6 +125,14 @@ def bedside_section(res: Path) -> list[str]:
                      f"{win['auc']:.3f}", f"{_pct(DE_CHAZAL[c]['se'])} / {_pct(DE_CHAZAL[c]['ppv'])}"])
     out += [*_table(["class", "beat Se", "beat +P", "beat Se (from 5 min)", "beat +P (from 5 min)", "window Se", "window precision",
                      "window AUC", "de Chazal 2004 Se / +P"], rows), ""]
+    earlier = [(p.parent.name, e) for p in sorted(res.glob("*/bedside_ds2.json")) if (e := _load(p.parent, p.name)) and e["command"] != d["command"]]
+    if earlier:
+        out += ["Earlier shipped models and candidates on the same DS2 evaluation (whole record; sources "
+                "`docs/results/<folder>/bedside_ds2.json`):", "",
+                *_table(["folder", "command", *(f"{c} {m}" for c in ("V", "S") for m in ("beat Se", "beat +P", "window AUC"))],
+                        [[f"`{folder}`", f"`{e['command']}`",
+                          *(v for c in ("V", "S") for v in (_pct(e["whole_record"]["beat"][c]["se"]), _pct(e["whole_record"]["beat"][c]["ppv"]),
+                                                            f"{e['whole_record']['window'][c]['auc']:.3f}"))] for folder, e in earlier]), ""]
     return out
 
 

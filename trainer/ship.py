@@ -22,7 +22,7 @@ from .export import Deployable, write_model_folder
 from .train import load_checkpoint
 
 INTENDED_USE = (
-    "Research and engineering evaluation of streaming arrhythmia detection on single-lead (MLII-like) "
+    "Research and engineering evaluation of streaming arrhythmia detection on {leads} "
     "ambulatory/bedside ECG. Research software, NOT a medical device: not cleared or approved for "
     "clinical use, not for diagnosis or patient monitoring decisions."
 )
@@ -116,7 +116,7 @@ def card_from_run(ckpt: dict, name: str, version: str, command: str) -> dict:
                if meta.get("teacher") else {}),
             "command": command,
         },
-        "intended_use": INTENDED_USE,
+        "intended_use": INTENDED_USE.format(leads="two-lead (MLII-like plus one chest lead)" if "chest" in leads.leads else "single-lead (MLII-like)"),
         "limits": LIMITS + (CHEST_LIMITS.format(names=", ".join(leads.aliases["chest"])) if "chest" in leads.leads else ONE_LEAD_LIMITS) + (CONTEXT_LIMITS if cfg["dsp"].get("rhythm_context") else ""),
     }
 
