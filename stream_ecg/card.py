@@ -72,6 +72,7 @@ class ModelCard:
     interval_rule: IntervalRule
     files: dict[str, str]  # file name -> sha256
     model_config: dict
+    rhythm_fusion: dict[str, float] = field(default_factory=dict)  # class -> weight of rr prematurity on its logit (stream_ecg.fusion)
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -97,6 +98,7 @@ class ModelCard:
                 interval_rule=IntervalRule.from_dict(d["interval_rule"]),
                 files=dict(d["files"]),
                 model_config=dict(d.get("model_config", {})),
+                rhythm_fusion={k: float(v) for k, v in d.get("rhythm_fusion", {}).items()},
                 raw=d,
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -109,6 +111,11 @@ class ModelCard:
         """Model input channels: the contract's leads, plus rhythm channels when the DSP adds them."""
         return self.dsp.channels(len(self.leads.leads))
 
+    @property
+    def rr_prev_channel(self) -> int:
+        """Input channel of the first rhythm channel, rr_prev (right after the leads)."""
+        return len(self.leads.leads)
+
     def validate(self) -> None:
         if self.dsp.fs != self.fs:
             raise CardError(f"card fs={self.fs} but dsp.fs={self.dsp.fs}")
@@ -117,6 +124,9 @@ class ModelCard:
         missing = [c for c in self.abnormal if c not in self.classes or c not in self.thresholds]
         if missing:
             raise CardError(f"abnormal classes {missing} need an entry in classes and thresholds")
+        wrong = [c for c in self.rhythm_fusion if c not in self.abnormal]
+        if wrong or (self.rhythm_fusion and not self.dsp.rhythm):
+            raise CardError(f"rhythm_fusion {self.rhythm_fusion} needs abnormal classes and dsp.rhythm (its rr_prev channel)")
         channels = self.channels
         if self.model_config and self.model_config.get("in_leads", channels) != channels:
             raise CardError(

@@ -13,6 +13,7 @@ from typing import Protocol
 import numpy as np
 
 from .card import ModelCard, load_card
+from .fusion import with_fusion
 
 ONNX_FILE = "model.onnx"
 EXPORTED_FILE = "model.pt2"
@@ -111,13 +112,14 @@ class TensorRTModel(TorchModel):
 
 
 def load_model(model_dir: Path | str, backend: str = "onnxruntime", threads: int = 1) -> InferenceModel:
-    """Load a model folder (card + weights) for one backend; refuses a card/model mismatch."""
+    """Load a model folder (card + weights) for one backend; refuses a card/model mismatch. The card's
+    rhythm fusion, if any, is part of the model: every caller gets the fused probabilities."""
     model_dir = Path(model_dir)
     card = load_card(model_dir)
     if backend == "onnxruntime":
-        return OnnxModel(card, model_dir / ONNX_FILE, threads)
+        return with_fusion(OnnxModel(card, model_dir / ONNX_FILE, threads))
     if backend == "torch":
-        return TorchModel(card, model_dir / EXPORTED_FILE, threads)
+        return with_fusion(TorchModel(card, model_dir / EXPORTED_FILE, threads))
     if backend == "tensorrt":
-        return TensorRTModel(card, model_dir / EXPORTED_FILE, threads)
+        return with_fusion(TensorRTModel(card, model_dir / EXPORTED_FILE, threads))
     raise BackendUnavailable(f"unknown backend {backend!r}; choose one of {BACKENDS}")

@@ -20,8 +20,15 @@ def two_lead_model_dir(tmp_path) -> Path:
     return make_tiny_model(tmp_path / "two", {"MLII": ["II"], "chest": ["V1", "V2", "V5"]})
 
 
-def make_tiny_model(out: Path, leads: dict[str, list[str]] | None = None) -> Path:
-    """A tiny random-weight model folder taking `leads` (slot -> aliases; default MLII alone)."""
+@pytest.fixture
+def fused_model_dir(tmp_path) -> Path:
+    """The tiny model with rhythm channels and rhythm fusion on S (weight 20)."""
+    return make_tiny_model(tmp_path / "fused", fusion={"S": 20.0})
+
+
+def make_tiny_model(out: Path, leads: dict[str, list[str]] | None = None, fusion: dict[str, float] | None = None) -> Path:
+    """A tiny random-weight model folder taking `leads` (slot -> aliases; default MLII alone); with
+    `fusion`, rhythm channels and that rhythm fusion (stream_ecg.fusion)."""
     import torch
 
     from stream_ecg.dsp import DspConfig
@@ -31,7 +38,8 @@ def make_tiny_model(out: Path, leads: dict[str, list[str]] | None = None) -> Pat
 
     torch.manual_seed(0)
     leads = leads or {"MLII": ["II", "ML2", "ECG1", "ECG"]}
-    cfg = JointModelConfig(in_leads=len(leads), n_classes=2, seg_widths=(4, 8), cls_widths=(4, 8, 8, 8), mlp_hidden=16, decimate=3)
+    dsp = DspConfig(rhythm=bool(fusion))
+    cfg = JointModelConfig(in_leads=dsp.channels(len(leads)), n_classes=2, seg_widths=(4, 8), cls_widths=(4, 8, 8, 8), mlp_hidden=16, decimate=3)
     card = {
         "name": "tiny-test",
         "version": "0.0.0",
@@ -44,10 +52,11 @@ def make_tiny_model(out: Path, leads: dict[str, list[str]] | None = None) -> Pat
         "classes": ["normal", "S", "V"],
         "abnormal": ["S", "V"],
         "thresholds": {"S": 0.5, "V": 0.5},
-        "dsp": DspConfig().to_dict(),
+        "dsp": dsp.to_dict(),
+        **({"rhythm_fusion": fusion} if fusion else {}),
         "interval_rule": IntervalRule().to_dict(),
         "model_config": cfg.to_dict(),
     }
-    x = np.random.default_rng(0).normal(size=(4, len(leads), 2000)).astype(np.float32)
+    x = np.random.default_rng(0).normal(size=(4, cfg.in_leads, 2000)).astype(np.float32)
     write_model_folder(Deployable(JointModel(cfg), "multilabel"), out, card, x)
     return out

@@ -137,8 +137,8 @@ def test_card_of_a_stream_context_run_names_its_inputs_and_limits():
         ModelCard.from_dict({**d, "files": {}, "model_config": {**d["model_config"], "in_leads": 3}})
 
 
-def test_rr_prematurity_scores_the_window_with_an_early_beat_higher():
-    from trainer.bedside import WindowSet, rr_prematurity
+def test_stream_prematurity_scores_the_window_with_an_early_beat_higher():
+    from trainer.bedside import WindowSet, stream_prematurity
 
     t = np.arange(2000)
     def window(peaks):
@@ -148,7 +148,7 @@ def test_rr_prematurity_scores_the_window_with_an_early_beat_higher():
     x = np.stack([window(regular), window(regular), window(early)])
     ws = WindowSet(x=x, y=np.zeros((3, 2), np.float32), w=np.ones((3, 2), np.float32), record=np.full(3, "r"),
                    start=np.array([0, 2100, 4200]))
-    score = rr_prematurity(ws, 360.0)
+    score = stream_prematurity(ws, 360.0)
     assert abs(score[0]) < 0.05 and abs(score[1]) < 0.05
     assert score[2] == pytest.approx(-np.log(200 / 300), abs=0.05)
 

@@ -322,14 +322,16 @@ class HeldOut:
     y: dict[str, np.ndarray]  # record -> (n, 2) targets, runtime-hop windows
     w: dict[str, np.ndarray]  # record -> (n, 2) target weights
     logits: list[dict[str, np.ndarray]]  # per run: record -> (n, 2) logits
+    prem: dict[str, np.ndarray]  # record -> (n,) rr prematurity of each window (stream_ecg.fusion; 0 without rhythm channels)
 
-    def pooled(self, subset: tuple[int, ...], j: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Known targets, mean logit over the runs in `subset`, and each window's record, pooled over DS1."""
+    def pooled(self, subset: tuple[int, ...], j: int, fusion: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Known targets, mean logit over the runs in `subset` (plus `fusion` x prematurity), and each
+        window's record, pooled over DS1."""
         ys, ss, rs = [], [], []
         for r in self.records:
             known = self.w[r][:, j] > 0
             ys.append(self.y[r][known, j] > 0)
-            ss.append(np.mean([self.logits[i][r] for i in subset], 0)[known, j])
+            ss.append((np.mean([self.logits[i][r] for i in subset], 0)[:, j] + fusion * self.prem[r])[known])
             rs.append(np.full(int(known.sum()), r))
         return np.concatenate(ys), np.concatenate(ss), np.concatenate(rs)
 
@@ -338,7 +340,9 @@ def held_out(checkpoints: list[Path], data_dir=None) -> HeldOut:
     """Score every DS1 record with each run's member that held it out (the runs must share their folds)."""
     from .train import load_checkpoint
 
-    logits, fold, y, w, starts, folds = [], {}, {}, {}, {}, None
+    from stream_ecg.fusion import rr_prematurity  # per window, from its rr_prev channel
+
+    logits, fold, y, w, prem, starts, folds = [], {}, {}, {}, {}, {}, None
     for ck in checkpoints:
         model, ckpt = load_checkpoint(ck)
         cfg = BedsideConfig.from_dict(ckpt["bedside"]["bedside_config"])
@@ -351,8 +355,9 @@ def held_out(checkpoints: list[Path], data_dir=None) -> HeldOut:
             if not np.array_equal(starts.setdefault(r, ws.start), ws.start):
                 raise ValueError(f"{ck} cuts record {r} into other windows than {checkpoints[0]}")
             fold[r], y[r], w[r], run[r] = k, ws.y, ws.w, lg
+            prem[r] = rr_prematurity(ws.x, len(cfg.leads)) if cfg.dsp.rhythm else np.zeros(len(ws.y))
         logits.append(run)
-    return HeldOut(tuple(sorted(y)), fold, y, w, logits)
+    return HeldOut(tuple(sorted(y)), fold, y, w, logits, prem)
 
 
 def ensemble_size(checkpoints: list[Path], data_dir=None) -> dict:
@@ -425,12 +430,56 @@ def threshold_transfer(checkpoints: list[Path], data_dir=None, fixed: tuple[str,
     return {"rows": rows, "windows": "runtime hop, known targets only; thresholds maximise window F1 (trainer.bedside.best_threshold)"}
 
 
+def fusion_gain(checkpoints: list[Path], weights: tuple[float, ...], data_dir=None) -> dict:
+    """Pooled out-of-fold S window AUC of each cross-fitted run (and of their mean) with `weight` x the
+    window's rr prematurity added to its S logit (`stream_ecg.fusion`), for each weight; 0 is the network alone."""
+    from stream_ecg.scoring import auc
+
+    ho = held_out(checkpoints, data_dir)
+    j = ABNORMAL.index("S")
+    subsets = [(i,) for i in range(len(ho.logits))] + ([tuple(range(len(ho.logits)))] if len(ho.logits) > 1 else [])
+    y, _, _ = ho.pooled((0,), j)
+    prem = np.concatenate([ho.prem[r][ho.w[r][:, j] > 0] for r in ho.records])
+    rows = [{"runs": [str(checkpoints[i].parent) for i in sub],
+             "auc_by_weight": {str(wt): auc(*ho.pooled(sub, j, wt)[:2]) for wt in (0.0, *weights)}} for sub in subsets]
+    return {"class": "S", "prematurity_alone_auc": auc(y, prem), "weights": list(weights), "rows": rows,
+            "records": list(ho.records)}
+
+
+def fuse_run(run: Path, weight: float, out: Path, command: str = "", data_dir=None) -> dict:
+    """A copy of cross-fitted `run` whose S logit takes `weight` x rr prematurity (`stream_ecg.fusion`),
+    with both thresholds chosen again by max F1 on the pooled out-of-fold fused scores."""
+    import json
+
+    import torch
+
+    from .train import load_checkpoint
+
+    _, ckpt = load_checkpoint(run / "checkpoint.pt")
+    ho = held_out([run / "checkpoint.pt"], data_dir)
+    fusion = {"S": float(weight)}
+    thresholds, val_metrics = {}, {}
+    for j, c in enumerate(ABNORMAL):
+        y, s, _ = ho.pooled((0,), j, fusion.get(c, 0.0))
+        p = 1.0 / (1.0 + np.exp(-s))
+        thresholds[c] = best_threshold(y, p)
+        val_metrics[c] = detection_metrics(y, p, thresholds[c])
+    meta = {**ckpt["bedside"], "thresholds": thresholds, "val_metrics": val_metrics, "fusion": fusion,
+            "fused_from": str(run), "fused_by": command}
+    ensure_dir(out)
+    torch.save({**ckpt, "bedside": meta}, out / "checkpoint.pt")
+    trained = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").exists() else {}
+    report = {k: meta[k] for k in ("thresholds", "val_metrics", "fusion", "fused_from", "fused_by")}
+    (out / "metrics.json").write_text(json.dumps({**trained, **report, "command": trained.get("command", "")}, indent=2, default=float))
+    return report
+
+
 def causal_median(x: np.ndarray, n: int) -> np.ndarray:
     """Median of the last `n` values up to and including each position (what a live stream could know)."""
     return np.array([np.median(x[max(0, i - n + 1) : i + 1]) for i in range(len(x))], dtype=np.float64)
 
 
-def rr_prematurity(ws: WindowSet, fs: float, history_size: int = 256) -> np.ndarray:
+def stream_prematurity(ws: WindowSet, fs: float, history_size: int = 256) -> np.ndarray:
     """Per window of one record (runtime hop, in order): -log(shortest RR in the window / the stream's recent
     median RR, `stream_ecg.rhythm.RRHistory`), a hand-made S score with no learning; 0 where it is unknown."""
     from stream_ecg.rhythm import RRHistory, r_peaks
@@ -450,14 +499,14 @@ def out_of_fold(model, cfg: BedsideConfig, data_dir=None, centre_windows: int = 
     mean logit per class (how far a patient the member never saw shifts its calibration). Pooled over
     all records it also gives the AUC of the logits centred on each record's causal running median over
     `centre_windows` windows: how much of the pooled failure is a per-patient offset, and the AUC of
-    `rr_prematurity`, a learning-free S score, to set the network's against."""
+    `stream_prematurity`, a learning-free S score, to set the network's against."""
     from stream_ecg.scoring import auc
 
     rows, pooled = [], {c: {"y": [], "raw": [], "centred": [], "rr": []} for c in ABNORMAL}
     for r, k, ws, logits in held_out_logits(model, cfg, data_dir):
         row = {"member": k, "record": r, "windows": int(len(ws.y))}
         centred = logits - np.stack([causal_median(logits[:, j], centre_windows) for j in range(len(ABNORMAL))], 1)
-        rr = np.repeat(rr_prematurity(ws, cfg.dsp.fs)[:, None], len(ABNORMAL), 1)
+        rr = np.repeat(stream_prematurity(ws, cfg.dsp.fs)[:, None], len(ABNORMAL), 1)
         for j, c in enumerate(ABNORMAL):
             y, raw = known_scores(ws, logits, j)
             row[c] = {"positives": int(y.sum()), "auc": auc(y, raw) if 0 < y.sum() < len(y) else None,

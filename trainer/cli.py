@@ -234,6 +234,34 @@ def threshold_transfer_cmd(
     _emit(report, out)
 
 
+@app.command("fusion-gain")
+def fusion_gain_cmd(
+    runs: str = typer.Option(..., help="Comma-separated cross-fitted runs (trainer train --folds) with the same record folds."),
+    weights: str = typer.Option("2,5,10,20,40", help="Comma-separated weights of rr prematurity on the S logit."),
+    data: Path | None = typer.Option(None, help="MIT-BIH directory."),
+    out: Path | None = typer.Option(None, help="Also write the JSON here."),
+) -> None:
+    """Out-of-fold S window AUC with the rhythm fusion (stream_ecg.fusion) at each weight. DS1 only."""
+    from .bedside import fusion_gain
+
+    report = fusion_gain([Path(r) / "checkpoint.pt" for r in runs.split(",") if r], tuple(float(w) for w in weights.split(",") if w), data)
+    report["command"] = _command()
+    _emit(report, out)
+
+
+@app.command()
+def fuse(
+    run: Path = typer.Option(..., help="A cross-fitted run (trainer train --folds): its out-of-fold scores set the thresholds."),
+    weight: float = typer.Option(..., min=0.0, help="Weight of rr prematurity on the S logit (chosen with `trainer fusion-gain`)."),
+    out: Path = typer.Option(..., help="Folder for the fused run (checkpoint.pt, metrics.json), ready for `trainer export`."),
+    data: Path | None = typer.Option(None, help="MIT-BIH directory."),
+) -> None:
+    """Give a run the rhythm fusion on S and choose its thresholds again, out-of-fold on DS1."""
+    from .bedside import fuse_run
+
+    _emit(fuse_run(run, weight, out, _command(), data), None)
+
+
 @experiment_app.command("paper")
 def experiment_paper(
     out: Path = typer.Option(Path("docs/results"), help="Where the JSON results and figures go."),

@@ -174,7 +174,7 @@ def crossfit_section(res: Path) -> list[str]:
         out += [f"Pooled over all {len(d['out_of_fold'])} records: window AUC S {pooled['S']['auc']:.3f}, V {pooled['V']['auc']:.3f}; "
                 f"with each record's logits centred on their causal running median over {d['centre_windows']} windows "
                 f"(a per-patient offset removed): S {pooled['S']['auc_centred']:.3f}, V {pooled['V']['auc_centred']:.3f}"
-                + (f"; a learning-free score, the window's shortest RR over the stream's recent median RR (`rr_prematurity`): "
+                + (f"; a learning-free score, the window's shortest RR over the stream's recent median RR (`trainer.bedside.stream_prematurity`): "
                    f"S {pooled['S']['auc_rr_prematurity']:.3f}" if "auc_rr_prematurity" in pooled["S"] else "") + ".", ""]
     runs = [(f.name, _load(res, f.name)) for f in sorted(res.glob("crossfit_oof*.json"))]
     runs = [(name, r) for name, r in runs if r and "pooled" in r]

@@ -76,6 +76,10 @@ def card_from_run(ckpt: dict, name: str, version: str, command: str) -> dict:
         "abnormal": list(ABNORMAL),
         "output": "multilabel: probs[normal] = prod(1 - p_abnormal); S and V are independent sigmoids",
         "thresholds": meta["thresholds"],
+        **({"rhythm_fusion": meta["fusion"],
+            "rhythm_fusion_rule": "each listed class's logit + weight x rr prematurity, -log(1 + min over the window of "
+            "the rr_prev input channel) = -log(shortest RR / the channel's reference RR); stream_ecg.fusion; thresholds "
+            "apply to the fused probabilities"} if meta.get("fusion") else {}),
         "dsp": cfg["dsp"],
         "normalisation": f"per-window, per-lead z-score (std floored at {cfg['dsp']['norm_eps']} mV)",
         "inputs": [*leads.leads, *DspConfig.from_dict(cfg["dsp"]).rhythm_channels],
@@ -115,6 +119,7 @@ def card_from_run(ckpt: dict, name: str, version: str, command: str) -> dict:
                                    "how": "each member's loss mixes in the cross-entropy against the teacher's sigmoid outputs on the same augmented batch"}}
                if meta.get("teacher") else {}),
             "command": command,
+            **({"fused_by": meta["fused_by"]} if meta.get("fused_by") else {}),
         },
         "intended_use": INTENDED_USE.format(leads="two-lead (MLII-like plus one chest lead)" if "chest" in leads.leads else "single-lead (MLII-like)"),
         "limits": LIMITS + (CHEST_LIMITS.format(names=", ".join(leads.aliases["chest"])) if "chest" in leads.leads else ONE_LEAD_LIMITS) + (CONTEXT_LIMITS if cfg["dsp"].get("rhythm_context") else ""),
@@ -199,6 +204,7 @@ def model_readme(card: dict) -> str:
         f"- DSP: {card['dsp']}; {card['normalisation']}",
         f"- classes: {card['classes']} ({card['output']})",
         f"- thresholds (chosen on the validation records {card['training']['validation_records']}): {card['thresholds']}",
+        *([f"- rhythm fusion {card['rhythm_fusion']}: {card['rhythm_fusion_rule']}"] if card.get("rhythm_fusion") else []),
         f"- inputs: {card.get('inputs', card['leads'])}; rhythm channels: {card.get('rhythm', 'none')}",
         f"- model: joint segmenter + classifier {card['model_config']}, ensemble of {card['ensemble']['members']} "
         f"(seeds {card['ensemble']['seeds']}; {card['ensemble']['combine']})",
@@ -230,6 +236,7 @@ def model_readme(card: dict) -> str:
     lines += [
         "## Reproduce",
         f"- train: `{card['training']['command']}` ({card['training']['train_seconds']:.0f} s on 2 cores)",
+        *([f"- rhythm fusion and thresholds: `{card['training']['fused_by']}`"] if card["training"].get("fused_by") else []),
         f"- export + evaluate: `{card.get('export_command', '')}`",
         "",
         "## Limits",

@@ -14,6 +14,7 @@ import torch
 
 from stream_ecg.card import ModelCard
 from stream_ecg.data import load_record
+from stream_ecg.fusion import with_fusion
 from stream_ecg.offline import RecordOutput, run_record
 
 from .bedside import BedsideConfig
@@ -45,6 +46,6 @@ def held_out_outputs(run: Path, card: ModelCard, data_dir=None) -> list[RecordOu
         pairs = [(model, cfg.val_records)]
     outputs = []
     for net, records in pairs:
-        runner = CheckpointModel(card, net)
+        runner = with_fusion(CheckpointModel(card, net))
         outputs.extend(run_record(runner, load_record(r, data_dir)) for r in records)
     return outputs

@@ -1,0 +1,56 @@
+"""Rhythm fusion: a learning-free prematurity score added to a class's logit after the network.
+
+Supraventricular ectopy is mostly a timing finding. The network sees the RR channels
+(`stream_ecg.rhythm`), yet across patients it ranks S windows worse than the plainest timing score,
+the window's shortest RR interval relative to its median RR (docs/results_notes.md: out-of-fold on
+DS1). A card's `rhythm_fusion` ({class: weight}) adds weight x that prematurity to the class's logit.
+The score is read from the model's own `rr_prev` input channel, so it needs no state, and every path
+that calls the model (live worker, offline evaluation, the interval labelling's re-runs with an
+interval removed) computes it from exactly the window the network saw.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .card import ModelCard
+
+_EPS = 1e-7
+
+
+def rr_prematurity(x: np.ndarray, channel: int) -> np.ndarray:
+    """Per window: -log(shortest RR / reference RR), from the `rr_prev` channel (RR before each beat over
+    the reference, minus 1, clipped; 0 where unknown), so 0 when no beat came early."""
+    return -np.log1p(np.min(np.asarray(x)[:, channel], axis=-1)).astype(np.float64)
+
+
+def fuse(card: ModelCard, x: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """The card's class probabilities with each fused class's logit raised by weight x prematurity;
+    the normal class stays prod(1 - p_abnormal), as the network's output defines it."""
+    if not card.rhythm_fusion:
+        return probs
+    out = np.asarray(probs, np.float64).copy()
+    prem = rr_prematurity(x, card.rr_prev_channel)
+    for cls, weight in card.rhythm_fusion.items():
+        j = card.classes.index(cls)
+        p = np.clip(out[:, j], _EPS, 1 - _EPS)
+        out[:, j] = 1.0 / (1.0 + np.exp(-(np.log(p) - np.log1p(-p) + weight * prem)))
+    if "normal" in card.classes:
+        out[:, card.classes.index("normal")] = np.prod([1 - out[:, card.classes.index(c)] for c in card.abnormal], axis=0)
+    return out.astype(np.asarray(probs).dtype)
+
+
+class FusedModel:
+    """An inference backend whose probabilities carry the card's rhythm fusion (attention unchanged)."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.card, self.backend = inner, inner.card, inner.backend
+
+    def infer(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        probs, attention = self.inner.infer(x)
+        return fuse(self.card, x, probs), attention
+
+
+def with_fusion(model):
+    """`model` itself, or wrapped in `FusedModel` when its card asks for rhythm fusion."""
+    return FusedModel(model) if model.card.rhythm_fusion else model

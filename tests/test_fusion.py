@@ -1,0 +1,83 @@
+"""Rhythm fusion: the window's shortest RR over its reference raises the S logit, the same in every path."""
+
+import json
+
+import numpy as np
+import pytest
+
+from stream_ecg.card import CardError, ModelCard, load_card
+from stream_ecg.fusion import FusedModel, fuse, rr_prematurity
+from stream_ecg.infer import load_model
+from stream_ecg.rhythm import rr_channels
+
+
+def _windows_with_an_early_beat() -> np.ndarray:
+    """Two 1-lead windows with rhythm channels: regular beats, and the same with beat 4 coming 30 % early."""
+    x = np.zeros((2, 3, 2000), np.float32)
+    for i, early in enumerate((0, 90)):
+        peaks = np.arange(100, 2000, 300)
+        peaks[4] -= early
+        lead = np.zeros(2000)
+        lead[peaks] = 1.0
+        x[i, 0] = lead
+        x[i, 1:] = rr_channels(lead, 360.0, None, peaks)
+    return x
+
+
+def test_prematurity_is_the_shortest_rr_over_the_reference():
+    prem = rr_prematurity(_windows_with_an_early_beat(), 1)
+    assert prem[0] == pytest.approx(0.0, abs=1e-6)
+    assert prem[1] == pytest.approx(-np.log(210 / 300), rel=1e-3)  # median RR stays 300
+
+
+def _card(tiny_model_dir, fusion) -> ModelCard:
+    """The tiny model's card, one lead with rhythm channels, with `fusion` (no weights are loaded from it)."""
+    raw = json.loads((tiny_model_dir / "card.json").read_text())
+    return ModelCard.from_dict({**raw, "dsp": {**raw["dsp"], "rhythm": True}, "rhythm_fusion": fusion,
+                                "model_config": {**raw["model_config"], "in_leads": 3}})
+
+
+def test_fuse_raises_only_the_fused_class_and_keeps_normal_consistent(tiny_model_dir):
+    card = _card(tiny_model_dir, {"S": 20.0})
+    x = _windows_with_an_early_beat()
+    probs = np.array([[0.72, 0.1, 0.2], [0.72, 0.1, 0.2]], np.float32)
+    out = fuse(card, x, probs)
+    np.testing.assert_allclose(out[0], probs[0], atol=1e-6)  # no early beat: unchanged
+    logit = np.log(out[1, 1] / (1 - out[1, 1]))
+    assert logit == pytest.approx(np.log(0.1 / 0.9) + 20 * -np.log(210 / 300), rel=1e-3)
+    assert out[1, 2] == pytest.approx(0.2, rel=1e-6) and out[1, 0] == pytest.approx((1 - out[1, 1]) * 0.8, rel=1e-5)
+    assert fuse(_card(tiny_model_dir, {}), x, probs) is probs
+
+
+def test_card_refuses_a_fusion_it_cannot_compute(tiny_model_dir):
+    raw = json.loads((tiny_model_dir / "card.json").read_text())
+    with pytest.raises(CardError, match="rhythm_fusion"):
+        ModelCard.from_dict({**raw, "rhythm_fusion": {"S": 5.0}})  # the tiny model has no rhythm channels
+    with pytest.raises(CardError, match="rhythm_fusion"):
+        _card(tiny_model_dir, {"normal": 5.0})
+
+
+def test_a_fused_model_folder_serves_fused_probabilities_on_every_path(fused_model_dir, tmp_path):
+    from stream_ecg.data import excerpt_dir, load_record
+    from stream_ecg.offline import run_record
+
+    model_dir = fused_model_dir
+    plain_dir = tmp_path / "plain"
+    plain_dir.mkdir()
+    for f in model_dir.iterdir():  # the same weights, the card without the fusion
+        (plain_dir / f.name).write_bytes(f.read_bytes())
+    raw = json.loads((model_dir / "card.json").read_text())
+    del raw["rhythm_fusion"]
+    (plain_dir / "card.json").write_text(json.dumps(raw))
+    for backend in ("onnxruntime", "torch"):
+        model = load_model(model_dir, backend)
+        assert isinstance(model, FusedModel) and not isinstance(load_model(plain_dir, backend), FusedModel)
+    model, plain = load_model(model_dir), load_model(plain_dir)
+    x = _windows_with_an_early_beat()
+    fused, _ = model.infer(x)
+    np.testing.assert_allclose(fused, fuse(model.card, x, plain.infer(x)[0]), atol=1e-6)
+    assert fused[1, 1] > plain.infer(x)[0][1, 1]
+    rec = load_record("232", excerpt_dir())  # the offline (= live) path calls the fused model too
+    out_fused, out_plain = run_record(model, rec), run_record(plain, rec)
+    assert np.all(out_fused.probs[:, 1] >= out_plain.probs[:, 1] - 1e-6) and np.any(out_fused.probs[:, 1] > out_plain.probs[:, 1] + 1e-3)
+    np.testing.assert_allclose(out_fused.probs[:, 2], out_plain.probs[:, 2], atol=1e-6)
