@@ -48,6 +48,23 @@ def test_attention_multiplies_the_input():
     assert float(seen["x"].abs().max()) < 1e-3
 
 
+def test_bypassed_channels_reach_the_classifier_unattended():
+    """With bypass, the trailing (rhythm) channels pass as they are; the leads stay A * D."""
+    cfg = JointModelConfig.for_method("l2", in_leads=4, bypass=2, **SMALL)
+    model = JointModel(cfg).eval()
+    seen = {}
+    model.classifier.register_forward_hook(lambda m, i, o: seen.setdefault("x", i[0]))
+    x = torch.randn(2, 4, 500)
+    with torch.no_grad():
+        model.segmenter.head.weight.zero_()
+        model.segmenter.head.bias.zero_()
+        model(x)
+    assert float(seen["x"][:, :2].abs().max()) < 1e-3
+    torch.testing.assert_close(seen["x"][:, 2:], x[:, 2:])
+    with pytest.raises(ValueError, match="bypass"):
+        JointModelConfig(in_leads=2, bypass=2)
+
+
 def test_paper_size_configuration_is_about_1_2_gflop():
     flops = count_flops(JointModelConfig.paper_size(), 2000)
     assert 1.0e9 < flops < 1.5e9

@@ -35,8 +35,14 @@ class JointModelConfig:
     # segmenter output back to full rate). After the 40 Hz low-pass, 2-3x loses no ECG content and
     # cuts compute by as much; 1 is the paper's full-rate model.
     decimate: int = 1
+    # Trailing input channels the classifier sees as they are, not multiplied by the attention map: the
+    # rhythm channels (RR timing painted over every beat), whose information lies in the beats around
+    # an ectopic one as much as in it. 0 is the paper's X = A * D on every channel.
+    bypass: int = 0
 
     def __post_init__(self) -> None:
+        if not 0 <= self.bypass < self.in_leads:
+            raise ValueError(f"bypass={self.bypass} must leave at least one of the {self.in_leads} input channels under attention")
         if self.decimate < 1:
             raise ValueError(f"decimate={self.decimate} must be >= 1")
         if self.pool_kernel % 2 == 0:
@@ -196,6 +202,9 @@ class JointModel(nn.Module):
         a = self.pooling(self.segmenter(x)) * (x != 0).any(dim=1, keepdim=True).to(x.dtype)
         if self.cfg.mode == "cascaded":
             return self.classifier(a), a
+        if self.cfg.bypass:
+            k = x.shape[1] - self.cfg.bypass
+            return self.classifier(torch.cat([a * x[:, :k], x[:, k:]], dim=1)), a
         return self.classifier(a * x), a
 
 
