@@ -14,14 +14,17 @@ from __future__ import annotations
 import numpy as np
 
 from .card import ModelCard
+from .rhythm import RR_CLIP
 
 _EPS = 1e-7
 
 
 def rr_prematurity(x: np.ndarray, channel: int) -> np.ndarray:
     """Per window: -log(shortest RR / reference RR), from the `rr_prev` channel (RR before each beat over
-    the reference, minus 1, clipped; 0 where unknown), so 0 when no beat came early."""
-    return -np.log1p(np.min(np.asarray(x)[:, channel], axis=-1)).astype(np.float64)
+    the reference, minus 1, clipped; 0 where unknown), so 0 when no beat came early. Values outside the
+    channel's clip range (not a real rhythm channel) are clipped to it, and non-finite ones read as 0."""
+    shortest = np.min(np.nan_to_num(np.asarray(x, np.float64)[:, channel], nan=0.0, posinf=0.0, neginf=0.0), axis=-1)
+    return -np.log1p(np.clip(shortest, *RR_CLIP))
 
 
 def fuse(card: ModelCard, x: np.ndarray, probs: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ _REFRACTORY_S = 0.25  # no two QRS complexes closer than this
 _INTEGRATE_S = 0.08  # energy smoothing, about one QRS width
 _SEARCH_S = 0.06  # R peak sought within this of the energy peak
 _HEIGHT = 0.3  # a peak must reach this share of the window's typical beat energy
-_CLIP = (-0.8, 1.5)  # relative RR deviation is clipped to this range
+RR_CLIP = (-0.8, 1.5)  # relative RR deviation is clipped to this range
 
 
 def r_peaks(lead: np.ndarray, fs: float) -> np.ndarray:
@@ -95,7 +95,7 @@ def rr_channels(lead: np.ndarray, fs: float, reference: float | None = None, pea
     if peaks.size < 3:
         return out
     rr = np.diff(peaks).astype(np.float64)
-    rel = np.clip(rr / (np.median(rr) if reference is None else reference) - 1.0, *_CLIP)
+    rel = np.clip(rr / (np.median(rr) if reference is None else reference) - 1.0, *RR_CLIP)
     bounds = np.concatenate([[0], (peaks[:-1] + peaks[1:]) // 2, [n]])
     for k in range(peaks.size):
         lo, hi = bounds[k], bounds[k + 1]

@@ -50,6 +50,12 @@ def test_best_threshold_reaches_low_scores():
     assert 0.015 < t <= 0.03
 
 
+def test_best_threshold_reaches_scores_above_099():
+    truth = np.array([0, 0, 1, 1], bool)  # a rhythm-fused S logit can put every window above 0.99
+    t = best_threshold(truth, 1 / (1 + np.exp(-np.array([6.0, 7.0, 9.0, 10.0]))))
+    assert 1 / (1 + np.exp(-7.0)) < t <= 1 / (1 + np.exp(-9.0))
+
+
 def test_folds_partition_ds1():
     from stream_ecg.data.mitdb import DS1
     from trainer.bedside import FOLDS

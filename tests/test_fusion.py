@@ -81,3 +81,12 @@ def test_a_fused_model_folder_serves_fused_probabilities_on_every_path(fused_mod
     out_fused, out_plain = run_record(model, rec), run_record(plain, rec)
     assert np.all(out_fused.probs[:, 1] >= out_plain.probs[:, 1] - 1e-6) and np.any(out_fused.probs[:, 1] > out_plain.probs[:, 1] + 1e-3)
     np.testing.assert_allclose(out_fused.probs[:, 2], out_plain.probs[:, 2], atol=1e-6)
+
+
+def test_prematurity_stays_finite_on_inputs_no_rhythm_channel_can_hold():
+    x = np.zeros((3, 2, 50), np.float32)
+    x[0, 1, 3] = -5.0  # beyond the channel's clip range
+    x[1, 1, 7] = np.nan
+    x[2, 1] = -0.3
+    prem = rr_prematurity(x, 1)
+    assert np.all(np.isfinite(prem)) and prem[1] == 0.0 and prem[2] == pytest.approx(-np.log(0.7))

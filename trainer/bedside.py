@@ -170,7 +170,10 @@ def augment(x: np.ndarray, rng: np.random.Generator, leads: int = 1, eps: float 
 
 def best_threshold(truth: np.ndarray, score: np.ndarray, beta: float = 1.0) -> float:
     """The probability threshold that maximises F-beta on validation windows."""
-    grid = np.round(np.arange(0.01, 0.995, 0.01), 2)  # an ensemble of sigmoids can sit well below 0.05
+    # 0.01 steps, plus tails spaced in logit steps of 0.5: an ensemble of sigmoids can sit well below 0.05, and a
+    # rhythm-fused logit (stream_ecg.fusion) well above 0.99
+    tail = 1.0 / (1.0 + np.exp(-np.arange(5.0, 14.01, 0.5)))
+    grid = np.concatenate([1.0 - tail[::-1], np.round(np.arange(0.01, 0.995, 0.01), 2), tail])
     best, best_f = 0.5, -1.0
     for t in grid:
         pred = score >= t
@@ -280,6 +283,7 @@ def member_spread(checkpoint: Path, records: str = "DS2", data_dir=None) -> dict
     import torch
 
     from stream_ecg.data.mitdb import DS2
+    from stream_ecg.fusion import rr_prematurity
     from stream_ecg.scoring import auc
 
     from .model import JointEnsemble
@@ -295,12 +299,16 @@ def member_spread(checkpoint: Path, records: str = "DS2", data_dir=None) -> dict
     nets = list(model.members) if isinstance(model, JointEnsemble) else [model]
     seeds = ckpt["bedside"].get("seeds", [None] * len(nets))
 
+    fusion = ckpt["bedside"].get("fusion", {})  # a fused run (trainer fuse): score what it serves
+    prem = rr_prematurity(ws.x, len(cfg.leads)) if fusion else 0.0
+
     def aucs(logits: torch.Tensor) -> dict:
-        return {c: auc(*known_scores(ws, logits.numpy(), k)) for k, c in enumerate(ABNORMAL)}
+        lg = logits.numpy() + np.stack([fusion.get(c, 0.0) * prem * np.ones(len(ws.y)) for c in ABNORMAL], 1)
+        return {c: auc(*known_scores(ws, lg, k)) for k, c in enumerate(ABNORMAL)}
 
     rows = [{"seed": s, "window_auc": aucs(predict_logits(n, ws.x)[0])} for s, n in zip(seeds, nets)]
     return {"records": list(names), "members": rows, "ensemble": {"window_auc": aucs(predict_logits(model, ws.x)[0])},
-            "windows": int(len(ws.y)), "margin_samples": cfg.margin}
+            "windows": int(len(ws.y)), "margin_samples": cfg.margin, "rhythm_fusion": fusion}
 
 
 def held_out_logits(model, cfg: BedsideConfig, data_dir=None):

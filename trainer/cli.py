@@ -120,9 +120,9 @@ def _scatter(maps: np.ndarray, idx: np.ndarray, ds) -> np.ndarray:
 @app.command()
 def export(
     run: Path = typer.Option(Path("runs/bedside"), help="Training run folder (checkpoint.pt, metrics.json)."),
-    out: Path = typer.Option(Path("edge_models/bedside-v4"), help="Model folder to write."),
-    name: str = typer.Option("bedside-v4"),
-    version: str = typer.Option("4.0.0"),
+    out: Path = typer.Option(Path("edge_models/bedside-v5"), help="Model folder to write."),
+    name: str = typer.Option("bedside-v5"),
+    version: str = typer.Option("5.0.0"),
     data: Path | None = typer.Option(None, help="MIT-BIH directory for the DS2 evaluation."),
     evaluate: bool = typer.Option(True, help="Evaluate on DS2 and put the metrics in the card."),
     make_default: bool = typer.Option(True, help="Write edge_models/DEFAULT naming this model."),
