@@ -27,17 +27,20 @@ def rr_prematurity(x: np.ndarray, channel: int) -> np.ndarray:
     return -np.log1p(np.clip(shortest, *RR_CLIP))
 
 
+def logit_offsets(fusion: dict[str, float], classes: tuple[str, ...] | list[str], prem: np.ndarray) -> np.ndarray:
+    """(n, len(classes)): what the fusion adds to each class's logit, weight x prematurity (0 for the others).
+    The one definition the runtime (`fuse`) and the trainer's out-of-fold scoring share."""
+    return np.stack([fusion.get(c, 0.0) * np.asarray(prem, np.float64) for c in classes], axis=1)
+
+
 def fuse(card: ModelCard, x: np.ndarray, probs: np.ndarray) -> np.ndarray:
     """The card's class probabilities with each fused class's logit raised by weight x prematurity;
     the normal class stays prod(1 - p_abnormal), as the network's output defines it."""
     if not card.rhythm_fusion:
         return probs
-    out = np.asarray(probs, np.float64).copy()
-    prem = rr_prematurity(x, card.rr_prev_channel)
-    for cls, weight in card.rhythm_fusion.items():
-        j = card.classes.index(cls)
-        p = np.clip(out[:, j], _EPS, 1 - _EPS)
-        out[:, j] = 1.0 / (1.0 + np.exp(-(np.log(p) - np.log1p(-p) + weight * prem)))
+    p = np.clip(np.asarray(probs, np.float64), _EPS, 1 - _EPS)
+    out = 1.0 / (1.0 + np.exp(-(np.log(p) - np.log1p(-p) + logit_offsets(card.rhythm_fusion, card.classes, rr_prematurity(x, card.rr_prev_channel)))))
+    out = np.where([c in card.rhythm_fusion for c in card.classes], out, np.asarray(probs, np.float64))
     if "normal" in card.classes:
         out[:, card.classes.index("normal")] = np.prod([1 - out[:, card.classes.index(c)] for c in card.abnormal], axis=0)
     return out.astype(np.asarray(probs).dtype)

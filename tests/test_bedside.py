@@ -199,7 +199,7 @@ def test_card_of_a_two_lead_run_names_the_chest_slot():
     assert card.channels == 4 and card.leads.pick(("MLII", "V1")) == ([0, 1], False)
 
 
-def test_held_out_averages_several_cross_fitted_runs_record_by_record(tmp_path, tiny_model_dir):
+def test_held_out_averages_several_cross_fitted_runs_record_by_record(tmp_path, fused_model_dir):
     import torch
 
     from stream_ecg.card import load_card
@@ -207,8 +207,10 @@ def test_held_out_averages_several_cross_fitted_runs_record_by_record(tmp_path, 
     from trainer.model import JointEnsemble, JointModelConfig
     from trainer.train import TrainConfig, TrainResult, predict_logits, save_checkpoint
 
-    mcfg = JointModelConfig.from_dict(load_card(tiny_model_dir).model_config)
-    cfg = BedsideConfig(folds=(("208",), ("100",)))
+    from stream_ecg.dsp import DspConfig
+
+    mcfg = JointModelConfig.from_dict(load_card(fused_model_dir).model_config)  # one lead + rhythm channels
+    cfg = BedsideConfig(folds=(("208",), ("100",)), dsp=DspConfig(rhythm=True))
     runs = []
     for seed in (1, 2):
         torch.manual_seed(seed)
@@ -225,6 +227,13 @@ def test_held_out_averages_several_cross_fitted_runs_record_by_record(tmp_path, 
     y, s, rec = ho.pooled((0, 1), 1)
     np.testing.assert_allclose(s[rec == "100"], ((own[0] + own[1]) / 2)[ws.w[:, 1] > 0, 1], atol=1e-6)
     assert [b["k"] for b in ensemble_size(cks, excerpt_dir())["by_size"]] == [1, 2]
+    _, s_plain, rec = ho.pooled((0, 1), 0)  # S with rhythm fusion: the same logits plus weight x prematurity
+    _, s_fused, _ = ho.pooled((0, 1), 0, {"S": 5.0})
+    known = np.concatenate([ho.w[r][:, 0] > 0 for r in ho.records])
+    prem = np.concatenate([ho.prem[r] for r in ho.records])[known]
+    assert prem.max() > 0.1  # 208's ventricular ectopy comes early
+    np.testing.assert_allclose(s_fused - s_plain, 5.0 * prem, atol=1e-9)
+    np.testing.assert_array_equal(ho.pooled((0, 1), 1, {"S": 5.0})[1], ho.pooled((0, 1), 1)[1])  # V untouched
 
 
 def test_threshold_transfer_shows_a_threshold_from_few_patients_failing_on_the_rest():

@@ -283,7 +283,7 @@ def member_spread(checkpoint: Path, records: str = "DS2", data_dir=None) -> dict
     import torch
 
     from stream_ecg.data.mitdb import DS2
-    from stream_ecg.fusion import rr_prematurity
+    from stream_ecg.fusion import logit_offsets, rr_prematurity
     from stream_ecg.scoring import auc
 
     from .model import JointEnsemble
@@ -300,11 +300,10 @@ def member_spread(checkpoint: Path, records: str = "DS2", data_dir=None) -> dict
     seeds = ckpt["bedside"].get("seeds", [None] * len(nets))
 
     fusion = ckpt["bedside"].get("fusion", {})  # a fused run (trainer fuse): score what it serves
-    prem = rr_prematurity(ws.x, len(cfg.leads)) if fusion else 0.0
+    offset = logit_offsets(fusion, ABNORMAL, rr_prematurity(ws.x, len(cfg.leads))) if fusion else 0.0
 
     def aucs(logits: torch.Tensor) -> dict:
-        lg = logits.numpy() + np.stack([fusion.get(c, 0.0) * prem * np.ones(len(ws.y)) for c in ABNORMAL], 1)
-        return {c: auc(*known_scores(ws, lg, k)) for k, c in enumerate(ABNORMAL)}
+        return {c: auc(*known_scores(ws, logits.numpy() + offset, k)) for k, c in enumerate(ABNORMAL)}
 
     rows = [{"seed": s, "window_auc": aucs(predict_logits(n, ws.x)[0])} for s, n in zip(seeds, nets)]
     return {"records": list(names), "members": rows, "ensemble": {"window_auc": aucs(predict_logits(model, ws.x)[0])},
@@ -332,16 +331,24 @@ class HeldOut:
     logits: list[dict[str, np.ndarray]]  # per run: record -> (n, 2) logits
     prem: dict[str, np.ndarray]  # record -> (n,) rr prematurity of each window (stream_ecg.fusion; 0 without rhythm channels)
 
-    def pooled(self, subset: tuple[int, ...], j: int, fusion: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Known targets, mean logit over the runs in `subset` (plus `fusion` x prematurity), and each
-        window's record, pooled over DS1."""
+    def pooled(self, subset: tuple[int, ...], j: int, fusion: dict[str, float] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Known targets, mean logit over the runs in `subset` (with a rhythm `fusion`, as the runtime
+        fuses it), and each window's record, pooled over DS1."""
+        from stream_ecg.fusion import logit_offsets
+
         ys, ss, rs = [], [], []
         for r in self.records:
             known = self.w[r][:, j] > 0
+            logits = np.mean([self.logits[i][r] for i in subset], 0) + logit_offsets(fusion or {}, ABNORMAL, self.prem[r])
             ys.append(self.y[r][known, j] > 0)
-            ss.append((np.mean([self.logits[i][r] for i in subset], 0)[:, j] + fusion * self.prem[r])[known])
+            ss.append(logits[known, j])
             rs.append(np.full(int(known.sum()), r))
         return np.concatenate(ys), np.concatenate(ss), np.concatenate(rs)
+
+    def singles_and_all(self) -> list[tuple[int, ...]]:
+        """Each run alone, then (with several) all of them averaged."""
+        n = len(self.logits)
+        return [(i,) for i in range(n)] + ([tuple(range(n))] if n > 1 else [])
 
 
 def held_out(checkpoints: list[Path], data_dir=None) -> HeldOut:
@@ -363,7 +370,8 @@ def held_out(checkpoints: list[Path], data_dir=None) -> HeldOut:
             if not np.array_equal(starts.setdefault(r, ws.start), ws.start):
                 raise ValueError(f"{ck} cuts record {r} into other windows than {checkpoints[0]}")
             fold[r], y[r], w[r], run[r] = k, ws.y, ws.w, lg
-            prem[r] = rr_prematurity(ws.x, len(cfg.leads)) if cfg.dsp.rhythm else np.zeros(len(ws.y))
+            if r not in prem:
+                prem[r] = rr_prematurity(ws.x, len(cfg.leads)) if cfg.dsp.rhythm else np.zeros(len(ws.y))
         logits.append(run)
     return HeldOut(tuple(sorted(y)), fold, y, w, logits, prem)
 
@@ -427,9 +435,8 @@ def threshold_transfer(checkpoints: list[Path], data_dir=None, fixed: tuple[str,
     from stream_ecg.scoring import auc
 
     ho = held_out(checkpoints, data_dir)
-    subsets = [(i,) for i in range(len(ho.logits))] + ([tuple(range(len(ho.logits)))] if len(ho.logits) > 1 else [])
     rows = []
-    for sub in subsets:
+    for sub in ho.singles_and_all():
         row = {"runs": [str(checkpoints[i].parent) for i in sub]}
         for j, c in enumerate(ABNORMAL):
             y, s, rec = ho.pooled(sub, j)
@@ -445,11 +452,10 @@ def fusion_gain(checkpoints: list[Path], weights: tuple[float, ...], data_dir=No
 
     ho = held_out(checkpoints, data_dir)
     j = ABNORMAL.index("S")
-    subsets = [(i,) for i in range(len(ho.logits))] + ([tuple(range(len(ho.logits)))] if len(ho.logits) > 1 else [])
     y, _, _ = ho.pooled((0,), j)
     prem = np.concatenate([ho.prem[r][ho.w[r][:, j] > 0] for r in ho.records])
     rows = [{"runs": [str(checkpoints[i].parent) for i in sub],
-             "auc_by_weight": {str(wt): auc(*ho.pooled(sub, j, wt)[:2]) for wt in (0.0, *weights)}} for sub in subsets]
+             "auc_by_weight": {str(wt): auc(*ho.pooled(sub, j, {"S": wt})[:2]) for wt in (0.0, *weights)}} for sub in ho.singles_and_all()]
     return {"class": "S", "prematurity_alone_auc": auc(y, prem), "weights": list(weights), "rows": rows,
             "records": list(ho.records)}
 
@@ -468,7 +474,7 @@ def fuse_run(run: Path, weight: float, out: Path, command: str = "", data_dir=No
     fusion = {"S": float(weight)}
     thresholds, val_metrics = {}, {}
     for j, c in enumerate(ABNORMAL):
-        y, s, _ = ho.pooled((0,), j, fusion.get(c, 0.0))
+        y, s, _ = ho.pooled((0,), j, fusion)
         p = 1.0 / (1.0 + np.exp(-s))
         thresholds[c] = best_threshold(y, p)
         val_metrics[c] = detection_metrics(y, p, thresholds[c])
