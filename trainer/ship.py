@@ -203,7 +203,9 @@ def model_readme(card: dict) -> str:
         f"({card['hop'] / card['fs']:.2f} s)",
         f"- DSP: {card['dsp']}; {card['normalisation']}",
         f"- classes: {card['classes']} ({card['output']})",
-        f"- thresholds (chosen on the validation records {card['training']['validation_records']}): {card['thresholds']}",
+        (f"- thresholds (max window F1 on the out-of-fold windows of every DS1 record, each scored by the member that held it out): {card['thresholds']}"
+         if card["training"].get("folds") else
+         f"- thresholds (chosen on the validation records {card['training']['validation_records']}): {card['thresholds']}"),
         *([f"- rhythm fusion {card['rhythm_fusion']}: {card['rhythm_fusion_rule']}"] if card.get("rhythm_fusion") else []),
         f"- inputs: {card.get('inputs', card['leads'])}; rhythm channels: {card.get('rhythm', 'none')}",
         f"- model: joint segmenter + classifier {card['model_config']}, ensemble of {card['ensemble']['members']} "
