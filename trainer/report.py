@@ -143,7 +143,8 @@ def members_section(res: Path) -> list[str]:
     out = [
         "### One seed or several: window AUC of each ensemble member alone on DS2",
         "",
-        f"Command: `{d['command']}`. Source: `docs/results/members_ds2.json` ({d['windows']} DS2 windows).",
+        f"Command: `{d['command']}`. Source: `docs/results/members_ds2.json` ({d['windows']} DS2 windows)"
+        + (f"; with the run's rhythm fusion {d['rhythm_fusion']} on every row." if d.get("rhythm_fusion") else "."),
         "",
         *_table(["model", "window AUC S", "window AUC V"],
                 [*([f"seed {m['seed']} alone", f"{m['window_auc']['S']:.3f}", f"{m['window_auc']['V']:.3f}"] for m in d["members"]),
