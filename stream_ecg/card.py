@@ -111,11 +111,6 @@ class ModelCard:
         """Model input channels: the contract's leads, plus rhythm channels when the DSP adds them."""
         return self.dsp.channels(len(self.leads.leads))
 
-    @property
-    def rr_prev_channel(self) -> int:
-        """Input channel of the first rhythm channel, rr_prev (right after the leads)."""
-        return len(self.leads.leads)
-
     def validate(self) -> None:
         if self.dsp.fs != self.fs:
             raise CardError(f"card fs={self.fs} but dsp.fs={self.dsp.fs}")

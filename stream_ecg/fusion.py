@@ -19,11 +19,12 @@ from .rhythm import RR_CLIP
 _EPS = 1e-7
 
 
-def rr_prematurity(x: np.ndarray, channel: int) -> np.ndarray:
-    """Per window: -log(shortest RR / reference RR), from the `rr_prev` channel (RR before each beat over
-    the reference, minus 1, clipped; 0 where unknown), so 0 when no beat came early. Values outside the
-    channel's clip range (not a real rhythm channel) are clipped to it, and non-finite ones read as 0."""
-    shortest = np.min(np.nan_to_num(np.asarray(x, np.float64)[:, channel], nan=0.0, posinf=0.0, neginf=0.0), axis=-1)
+def rr_prematurity(x: np.ndarray, n_leads: int) -> np.ndarray:
+    """Per window of model input (B, n_leads + rhythm channels, n): -log(shortest RR / reference RR), from
+    the `rr_prev` channel, which `rhythm.add_rhythm` puts right after the `n_leads` leads (RR before each
+    beat over the reference, minus 1, clipped; 0 where unknown), so 0 when no beat came early. Values
+    outside the channel's clip range (not a real rhythm channel) are clipped to it, and non-finite ones read as 0."""
+    shortest = np.min(np.nan_to_num(np.asarray(x, np.float64)[:, n_leads], nan=0.0, posinf=0.0, neginf=0.0), axis=-1)
     return -np.log1p(np.clip(shortest, *RR_CLIP))
 
 
@@ -39,7 +40,7 @@ def fuse(card: ModelCard, x: np.ndarray, probs: np.ndarray) -> np.ndarray:
     if not card.rhythm_fusion:
         return probs
     p = np.clip(np.asarray(probs, np.float64), _EPS, 1 - _EPS)
-    out = 1.0 / (1.0 + np.exp(-(np.log(p) - np.log1p(-p) + logit_offsets(card.rhythm_fusion, card.classes, rr_prematurity(x, card.rr_prev_channel)))))
+    out = 1.0 / (1.0 + np.exp(-(np.log(p) - np.log1p(-p) + logit_offsets(card.rhythm_fusion, card.classes, rr_prematurity(x, len(card.leads.leads))))))
     out = np.where([c in card.rhythm_fusion for c in card.classes], out, np.asarray(probs, np.float64))
     if "normal" in card.classes:
         out[:, card.classes.index("normal")] = np.prod([1 - out[:, card.classes.index(c)] for c in card.abnormal], axis=0)

@@ -97,9 +97,8 @@ class LiveRecord:
     stream_id: str
     fs_in: float
     leads_in: tuple[str, ...]
-    lead: str  # the input lead that fed the model's first slot
     leads_used: tuple[str, ...]  # the input lead in each of the model's lead slots, in slot order
-    signal: np.ndarray  # that lead at the record's rate (mV), for the report's strips
+    signal: np.ndarray  # the first slot's lead at the record's rate (mV), for the report's strips
     beat_sent_at: np.ndarray  # per annotated beat: send time of the chunk holding it
     seconds: float
     windows_expected: int
@@ -110,6 +109,11 @@ class LiveRecord:
     @property
     def output(self) -> RecordOutput:
         return self.collected.output
+
+    @property
+    def lead(self) -> str:
+        """The input lead that fed the model's first slot (the one `signal` holds)."""
+        return self.leads_used[0]
 
 
 @dataclass(frozen=True)
@@ -514,7 +518,6 @@ def _live_record(st: _Stream, card: ModelCard) -> LiveRecord:
         stream_id=st.stream_id,
         fs_in=rec.fs,
         leads_in=rec.leads,
-        lead=rec.leads[idx[0]],
         leads_used=tuple(rec.leads[i] for i in idx),
         signal=rec.signal[idx[0]],
         beat_sent_at=beat_sent_at(st.bounds, st.sent_at, rec.beats.samples),

@@ -104,7 +104,7 @@ def test_summary_has_every_key_and_the_report_every_section_even_without_s_beats
     col, beats = _hand_made(card)
     col.output.beat_aami[-1] = "N"  # no S beat at all now
     bounds = np.arange(0, 6001, 90)
-    rec = LiveRecord(col, "r", card.fs, ("MLII",), "MLII", ("MLII",), np.zeros(6000, np.float32),
+    rec = LiveRecord(col, "r", card.fs, ("MLII",), ("MLII",), np.zeros(6000, np.float32),
                      beat_sent_at(bounds, np.full(len(bounds) - 1, 100.0), beats.samples), 6000 / card.fs, 5, 0)
     run = LiveRun([rec], card, 2.0, rec.seconds, {}, [], {"in_process": False}, EvalSettings())
     s = summarise(run)

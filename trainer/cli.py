@@ -75,6 +75,11 @@ def _emit(report: dict, out: Path | None) -> None:
     typer.echo(text)
 
 
+def _checkpoints(runs: str) -> list[Path]:
+    """`--runs A,B,C` -> each run folder's checkpoint.pt."""
+    return [Path(r) / "checkpoint.pt" for r in runs.split(",") if r]
+
+
 def _lead_slots(spec: str) -> tuple[str, ...]:
     from .bedside import LEAD_ALIASES
 
@@ -215,7 +220,7 @@ def ensemble_size_cmd(
     """Out-of-fold window AUC of averaging 1..n cross-fitted runs: does a bigger ensemble still gain?"""
     from .bedside import ensemble_size
 
-    report = ensemble_size([Path(r) / "checkpoint.pt" for r in runs.split(",") if r], data)
+    report = ensemble_size(_checkpoints(runs), data)
     report["command"] = _command()
     _emit(report, out)
 
@@ -229,7 +234,7 @@ def threshold_transfer_cmd(
     """Do window thresholds chosen on some DS1 patients hold on the others? Out-of-fold, DS1 only."""
     from .bedside import threshold_transfer
 
-    report = threshold_transfer([Path(r) / "checkpoint.pt" for r in runs.split(",") if r], data)
+    report = threshold_transfer(_checkpoints(runs), data)
     report["command"] = _command()
     _emit(report, out)
 
@@ -244,7 +249,7 @@ def fusion_gain_cmd(
     """Out-of-fold S window AUC with the rhythm fusion (stream_ecg.fusion) at each weight. DS1 only."""
     from .bedside import fusion_gain
 
-    report = fusion_gain([Path(r) / "checkpoint.pt" for r in runs.split(",") if r], tuple(float(w) for w in weights.split(",") if w), data)
+    report = fusion_gain(_checkpoints(runs), tuple(float(w) for w in weights.split(",") if w), data)
     report["command"] = _command()
     _emit(report, out)
 
