@@ -108,7 +108,7 @@ class ModelCard:
 
     @property
     def channels(self) -> int:
-        """Model input channels: the contract's leads, plus rhythm channels when the DSP adds them."""
+        """Model input channels: the contract's leads, plus the rhythm and residual channels the DSP adds."""
         return self.dsp.channels(len(self.leads.leads))
 
     def validate(self) -> None:
@@ -125,7 +125,7 @@ class ModelCard:
         channels = self.channels
         if self.model_config and self.model_config.get("in_leads", channels) != channels:
             raise CardError(
-                f"model_config.in_leads={self.model_config['in_leads']} but the card's leads and dsp.rhythm "
+                f"model_config.in_leads={self.model_config['in_leads']} but the card's leads and dsp (rhythm, beat_residual) "
                 f"make {channels} input channels"
             )
 

@@ -15,7 +15,8 @@ import numpy as np
 import scipy.signal
 import soxr
 
-from .rhythm import RHYTHM_CHANNELS, WINDOW_CHANNELS, RRHistory, add_rhythm
+from .morphology import RESIDUAL_CHANNEL, beat_residual
+from .rhythm import RHYTHM_CHANNELS, WINDOW_CHANNELS, RRHistory, add_rhythm, r_peaks
 
 __all__ = [
     "DspConfig",
@@ -52,6 +53,7 @@ class DspConfig:
     # > 0: RR relative to the median of the stream's last this-many RR intervals (per-stream state), not the window's
     rhythm_context: int = 0
     rhythm_both: bool = False  # with rhythm_context: keep the window-relative channels too (four rhythm channels)
+    beat_residual: bool = False  # append the first lead minus the window's median beat (`stream_ecg.morphology`)
 
     def __post_init__(self) -> None:
         nyquist = self.fs / 2
@@ -95,9 +97,14 @@ class DspConfig:
             return ()
         return RHYTHM_CHANNELS + (WINDOW_CHANNELS if self.rhythm_both else ())
 
+    @property
+    def extra_channels(self) -> tuple[str, ...]:
+        """Names of the channels appended after the leads, in order: rhythm, then the beat residual."""
+        return self.rhythm_channels + ((RESIDUAL_CHANNEL,) if self.beat_residual else ())
+
     def channels(self, n_leads: int) -> int:
         """Model input channels for n_leads ECG leads."""
-        return n_leads + len(self.rhythm_channels)
+        return n_leads + len(self.extra_channels)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DspConfig:
@@ -295,20 +302,28 @@ def normalise_window(w: np.ndarray, eps: float) -> np.ndarray:
 def window_input(
     w: np.ndarray, cfg: DspConfig, starts: np.ndarray | int | None = None, history: RRHistory | None = None
 ) -> np.ndarray:
-    """Preprocessed window(s) (..., n_leads, n) -> what the model eats: z-scored leads, then rhythm channels if the card asks.
+    """Preprocessed window(s) (..., n_leads, n) -> what the model eats: z-scored leads, then the
+    rhythm channels and the beat residual if the card asks.
 
     With `cfg.rhythm_context` the windows must be one stream's, in order, at absolute `starts`, and
     `history` is that stream's `RRHistory` (a fresh one, i.e. the stream begins here, when None).
     """
     x = normalise_window(w, cfg.norm_eps)
-    if not cfg.rhythm:
+    if not cfg.extra_channels:
         return x
     flat = x.reshape(-1, *x.shape[-2:])
-    if cfg.rhythm_context:
-        if starts is None:
-            raise DspError("rhythm_context needs the windows' absolute start samples (stream order)")
-        starts = np.atleast_1d(np.asarray(starts, np.int64))
-        history = history if history is not None else cfg.new_history()
-    else:
-        starts, history = None, None
-    return add_rhythm(flat, cfg.fs, history, starts, cfg.rhythm_both).reshape(*x.shape[:-2], -1, x.shape[-1])
+    peaks = [r_peaks(f[0], cfg.fs) for f in flat]  # once per window, shared by every derived channel
+    out = flat
+    if cfg.rhythm:
+        if cfg.rhythm_context:
+            if starts is None:
+                raise DspError("rhythm_context needs the windows' absolute start samples (stream order)")
+            starts = np.atleast_1d(np.asarray(starts, np.int64))
+            history = history if history is not None else cfg.new_history()
+        else:
+            starts, history = None, None
+        out = add_rhythm(flat, cfg.fs, history, starts, cfg.rhythm_both, peaks)
+    if cfg.beat_residual:
+        res = np.stack([beat_residual(f[0], cfg.fs, p) for f, p in zip(flat, peaks)])[:, None]
+        out = np.concatenate([out, res], axis=1)
+    return out.reshape(*x.shape[:-2], -1, x.shape[-1])

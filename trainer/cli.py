@@ -37,6 +37,8 @@ def train(
     rhythm_context: int = typer.Option(0, min=0, help="bedside: RR relative to the median of the stream's last N RR "
                                        "intervals (per-stream state) instead of the window's median; 0 = the window's."),
     rhythm_both: bool = typer.Option(False, help="bedside, with --rhythm-context: keep the window-relative RR channels too."),
+    beat_residual: bool = typer.Option(False, help="bedside: feed the first lead minus the window's median beat "
+                                       "(stream_ecg.morphology) beside the ECG."),
     leads: str = typer.Option("MLII", help="bedside: comma-separated lead slots the model takes (trainer.bedside.LEAD_ALIASES), e.g. MLII,chest."),
     teacher: Path | None = typer.Option(None, help="bedside: a bedside checkpoint.pt (e.g. the shipped ensemble's run) whose outputs each member also learns."),
     distill: float = typer.Option(0.5, min=0.0, max=1.0, help="bedside: weight of the teacher's outputs in the loss."),
@@ -54,7 +56,8 @@ def train(
 
         from .bedside import FOLDS, BedsideConfig, train_bedside
 
-        cfg = BedsideConfig(dsp=DspConfig(rhythm=rhythm, rhythm_context=rhythm_context, rhythm_both=rhythm_both), model={**BEDSIDE_MODEL, "pool_kernel": kernel, **json.loads(model)},
+        cfg = BedsideConfig(dsp=DspConfig(rhythm=rhythm, rhythm_context=rhythm_context, rhythm_both=rhythm_both,
+                                            beat_residual=beat_residual), model={**BEDSIDE_MODEL, "pool_kernel": kernel, **json.loads(model)},
                             folds=FOLDS if folds else (), leads=_lead_slots(leads))
         report = train_bedside(cfg, tcfg, out, data, epoch_size=epoch_size, seeds=tuple(int(v) for v in seeds.split(",") if v),
                                teacher=teacher, distill=distill)

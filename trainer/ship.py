@@ -14,6 +14,7 @@ from stream_ecg.data.mitdb import DS1, DS2
 from stream_ecg.dsp import DspConfig
 from stream_ecg.evaluation import score_records
 from stream_ecg.intervals import IntervalRule
+from stream_ecg.morphology import MIN_BEATS, POST_S, PRE_S
 from stream_ecg.infer import load_model
 from stream_ecg.offline import run_record
 
@@ -45,6 +46,13 @@ CONTEXT_LIMITS = (
     " The RR reference is the stream's own recent median: for the first beats of a stream it is the window's, "
     "and after a lasting change of rate (or a long run of ectopy) it follows the new rate within a few minutes, "
     "so persistent ectopy stops reading as early once it dominates the history."
+)
+
+
+RESIDUAL_TEXT = (
+    "residual: the first z-scored lead minus the window's median beat (sample by sample over the snippets from "
+    f"{PRE_S} s before to {POST_S} s after each R peak lying whole in the window), over each beat's span; zeros "
+    f"with fewer than {MIN_BEATS} whole beats; stream_ecg.morphology.beat_residual"
 )
 
 
@@ -82,8 +90,9 @@ def card_from_run(ckpt: dict, name: str, version: str, command: str) -> dict:
             "apply to the fused probabilities"} if meta.get("fusion") else {}),
         "dsp": cfg["dsp"],
         "normalisation": f"per-window, per-lead z-score (std floored at {cfg['dsp']['norm_eps']} mV)",
-        "inputs": [*leads.leads, *DspConfig.from_dict(cfg["dsp"]).rhythm_channels],
+        "inputs": [*leads.leads, *DspConfig.from_dict(cfg["dsp"]).extra_channels],
         "rhythm": _rhythm_text(cfg["dsp"]),
+        **({"residual": RESIDUAL_TEXT} if cfg["dsp"].get("beat_residual") else {}),
         "pooling": mc["pooling"],
         "pool_kernel": mc["pool_kernel"],
         "interval_rule": cfg["rule"],
@@ -208,6 +217,7 @@ def model_readme(card: dict) -> str:
          f"- thresholds (chosen on the validation records {card['training']['validation_records']}): {card['thresholds']}"),
         *([f"- rhythm fusion {card['rhythm_fusion']}: {card['rhythm_fusion_rule']}"] if card.get("rhythm_fusion") else []),
         f"- inputs: {card.get('inputs', card['leads'])}; rhythm channels: {card.get('rhythm', 'none')}",
+        *([f"- beat {card['residual']}"] if card.get("residual") else []),
         f"- model: joint segmenter + classifier {card['model_config']}, ensemble of {card['ensemble']['members']} "
         f"(seeds {card['ensemble']['seeds']}; {card['ensemble']['combine']})",
         f"- attention pooling: {card['pooling']}, kernel {card['pool_kernel']}; interval rule {card['interval_rule']}",
