@@ -234,6 +234,16 @@ def test_held_out_averages_several_cross_fitted_runs_record_by_record(tmp_path, 
     assert prem.max() > 0.1  # 208's ventricular ectopy comes early
     np.testing.assert_allclose(s_fused - s_plain, 5.0 * prem, atol=1e-9)
     np.testing.assert_array_equal(ho.pooled((0, 1), 1, {"S": 5.0})[1], ho.pooled((0, 1), 1)[1])  # V untouched
+    from stream_ecg.scoring import auc
+    from trainer.bedside import fusion_gain
+
+    y, s, rec = ho.pooled((0, 1), 0, {"S": 5.0})
+    one = fusion_gain(cks, (5.0,), excerpt_dir(), group=("100",))
+    assert one["rows"][-1]["auc_by_weight"]["5.0"] == pytest.approx(auc(y, s))
+    assert one["rows"][-1]["group_auc_by_weight"]["5.0"] == pytest.approx(auc(y[rec == "100"], s[rec == "100"]), nan_ok=True)
+    assert one["group_windows"] == int((rec == "100").sum()) > 0 and one["group_positives"] == int(y[rec == "100"].sum())
+    every = fusion_gain(cks, (5.0,), excerpt_dir(), group=("100", "208"))["rows"][-1]  # the group is all: the same AUC
+    assert every["group_auc_by_weight"] == pytest.approx(every["auc_by_weight"])
 
 
 def test_threshold_transfer_shows_a_threshold_from_few_patients_failing_on_the_rest():

@@ -445,19 +445,34 @@ def threshold_transfer(checkpoints: list[Path], data_dir=None, fixed: tuple[str,
     return {"rows": rows, "windows": "runtime hop, known targets only; thresholds maximise window F1 (trainer.bedside.best_threshold)"}
 
 
-def fusion_gain(checkpoints: list[Path], weights: tuple[float, ...], data_dir=None) -> dict:
+IRREGULAR_DS1 = ("201", "203")  # DS1's irregular-rhythm records (atrial fibrillation and flutter)
+
+
+def fusion_gain(checkpoints: list[Path], weights: tuple[float, ...], data_dir=None,
+                group: tuple[str, ...] = IRREGULAR_DS1) -> dict:
     """Pooled out-of-fold S window AUC of each cross-fitted run (and of their mean) with `weight` x the
-    window's rr prematurity added to its S logit (`stream_ecg.fusion`), for each weight; 0 is the network alone."""
+    window's rr prematurity added to its S logit (`stream_ecg.fusion`), for each weight; 0 is the network alone.
+    The same over the `group` records' windows alone: a timing score can help on regular rhythms and hurt on irregular ones."""
     from stream_ecg.scoring import auc
 
     ho = held_out(checkpoints, data_dir)
     j = ABNORMAL.index("S")
-    y, _, _ = ho.pooled((0,), j)
+    y, _, rec = ho.pooled((0,), j)
     prem = np.concatenate([ho.prem[r][ho.w[r][:, j] > 0] for r in ho.records])
-    rows = [{"runs": [str(checkpoints[i].parent) for i in sub],
-             "auc_by_weight": {str(wt): auc(*ho.pooled(sub, j, {"S": wt})[:2]) for wt in (0.0, *weights)}} for sub in ho.singles_and_all()]
+    inside = np.isin(rec, group)
+
+    def aucs(sub: tuple[int, ...], wt: float) -> tuple[float, float]:
+        s = ho.pooled(sub, j, {"S": wt})[1]
+        return auc(y, s), auc(y[inside], s[inside])
+
+    rows = []
+    for sub in ho.singles_and_all():
+        by = {str(wt): aucs(sub, wt) for wt in (0.0, *weights)}
+        rows.append({"runs": [str(checkpoints[i].parent) for i in sub], "auc_by_weight": {k: v[0] for k, v in by.items()},
+                     "group_auc_by_weight": {k: v[1] for k, v in by.items()}})
     return {"class": "S", "prematurity_alone_auc": auc(y, prem), "weights": list(weights), "rows": rows,
-            "records": list(ho.records)}
+            "records": list(ho.records), "group": list(group), "group_windows": int(inside.sum()),
+            "group_positives": int(y[inside].sum())}
 
 
 def fuse_run(run: Path, weight: float, out: Path, command: str = "", data_dir=None) -> dict:

@@ -246,13 +246,16 @@ def threshold_transfer_cmd(
 def fusion_gain_cmd(
     runs: str = typer.Option(..., help="Comma-separated cross-fitted runs (trainer train --folds) with the same record folds."),
     weights: str = typer.Option("2,5,10,20,40", help="Comma-separated weights of rr prematurity on the S logit."),
+    group: str = typer.Option("", help="Comma-separated DS1 records whose windows are also scored alone; "
+                              "empty: the irregular rhythms, trainer.bedside.IRREGULAR_DS1."),
     data: Path | None = typer.Option(None, help="MIT-BIH directory."),
     out: Path | None = typer.Option(None, help="Also write the JSON here."),
 ) -> None:
     """Out-of-fold S window AUC with the rhythm fusion (stream_ecg.fusion) at each weight. DS1 only."""
-    from .bedside import fusion_gain
+    from .bedside import IRREGULAR_DS1, fusion_gain
 
-    report = fusion_gain(_checkpoints(runs), tuple(float(w) for w in weights.split(",") if w), data)
+    report = fusion_gain(_checkpoints(runs), tuple(float(w) for w in weights.split(",") if w), data,
+                         tuple(r for r in group.split(",") if r) or IRREGULAR_DS1)
     report["command"] = _command()
     _emit(report, out)
 
