@@ -322,7 +322,7 @@ def window_input(
             history = history if history is not None else cfg.new_history()
         else:
             starts, history = None, None
-        out = add_rhythm(flat, cfg.fs, history, starts, cfg.rhythm_both, peaks)
+        out = add_rhythm(flat, cfg.fs, peaks, history, starts, cfg.rhythm_both)
     if cfg.beat_residual:
         res = np.stack([beat_residual(f[0], cfg.fs, p) for f, p in zip(flat, peaks)])[:, None]
         out = np.concatenate([out, res], axis=1)

@@ -107,15 +107,15 @@ def rr_channels(lead: np.ndarray, fs: float, reference: float | None = None, pea
 
 
 def add_rhythm(
-    x: np.ndarray, fs: float, history: RRHistory | None = None, starts: np.ndarray | None = None, both: bool = False,
-    peaks: list[np.ndarray] | None = None,
+    x: np.ndarray, fs: float, peaks: list[np.ndarray], history: RRHistory | None = None,
+    starts: np.ndarray | None = None, both: bool = False,
 ) -> np.ndarray:
     """(B, leads, n) windows -> (B, leads + 2, n): the rhythm channels of the first lead appended.
 
-    With a `history` the windows are a stream's, in order, starting at absolute samples `starts`:
-    each first adds its intervals to the history, then is painted relative to the history's median
-    (and with `both` also relative to its own median, two more channels: leads + 4). `peaks`, when
-    given, are each window's R peaks in its first lead (`r_peaks`), found once by the caller.
+    `peaks` are each window's R peaks in its first lead (`r_peaks`), found once by the caller. With a
+    `history` the windows are a stream's, in order, starting at absolute samples `starts`: each first
+    adds its intervals to the history, then is painted relative to the history's median (and with
+    `both` also relative to its own median, two more channels: leads + 4).
     """
     x = np.asarray(x, dtype=np.float32)
     if history is not None and (starts is None or len(starts) != len(x)):
@@ -123,10 +123,9 @@ def add_rhythm(
     both = both and history is not None
     rhythm = np.zeros((len(x), 4 if both else 2, x.shape[-1]), np.float32)
     for i, w in enumerate(x):
-        found = r_peaks(w[0], fs) if peaks is None else peaks[i]
         if history is not None:
-            history.update(found, int(starts[i]), w.shape[-1])
-        rhythm[i, :2] = rr_channels(w[0], fs, history.reference() if history is not None else None, found)
+            history.update(peaks[i], int(starts[i]), w.shape[-1])
+        rhythm[i, :2] = rr_channels(w[0], fs, history.reference() if history is not None else None, peaks[i])
         if both:
-            rhythm[i, 2:] = rr_channels(w[0], fs, None, found)
+            rhythm[i, 2:] = rr_channels(w[0], fs, None, peaks[i])
     return np.concatenate([x, rhythm], axis=1)

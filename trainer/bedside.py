@@ -461,15 +461,12 @@ def fusion_gain(checkpoints: list[Path], weights: tuple[float, ...], data_dir=No
     prem = np.concatenate([ho.prem[r][ho.w[r][:, j] > 0] for r in ho.records])
     inside = np.isin(rec, group)
 
-    def aucs(sub: tuple[int, ...], wt: float) -> tuple[float, float]:
-        s = ho.pooled(sub, j, {"S": wt})[1]
-        return auc(y, s), auc(y[inside], s[inside])
-
     rows = []
     for sub in ho.singles_and_all():
-        by = {str(wt): aucs(sub, wt) for wt in (0.0, *weights)}
-        rows.append({"runs": [str(checkpoints[i].parent) for i in sub], "auc_by_weight": {k: v[0] for k, v in by.items()},
-                     "group_auc_by_weight": {k: v[1] for k, v in by.items()}})
+        scores = {str(wt): ho.pooled(sub, j, {"S": wt})[1] for wt in (0.0, *weights)}
+        rows.append({"runs": [str(checkpoints[i].parent) for i in sub],
+                     "auc_by_weight": {k: auc(y, s) for k, s in scores.items()},
+                     "group_auc_by_weight": {k: auc(y[inside], s[inside]) for k, s in scores.items()}})
     return {"class": "S", "prematurity_alone_auc": auc(y, prem), "weights": list(weights), "rows": rows,
             "records": list(ho.records), "group": list(group), "group_windows": int(inside.sum()),
             "group_positives": int(y[inside].sum())}
