@@ -65,6 +65,25 @@ def test_bypassed_channels_reach_the_classifier_unattended():
         JointModelConfig(in_leads=2, bypass=2)
 
 
+def test_attended_tail_keeps_the_residual_under_attention_behind_the_bypass():
+    """bypass=2, attended_tail=1 on leads, rr_prev, rr_next, residual: only the two rhythm channels pass as they are."""
+    cfg = JointModelConfig.for_method("l2", in_leads=5, bypass=2, attended_tail=1, **SMALL)
+    model = JointModel(cfg).eval()
+    seen = {}
+    model.classifier.register_forward_hook(lambda m, i, o: seen.setdefault("x", i[0]))
+    x = torch.randn(2, 5, 500)
+    with torch.no_grad():
+        model.segmenter.head.weight.zero_()
+        model.segmenter.head.bias.zero_()
+        model(x)
+    assert float(seen["x"][:, [0, 1, 4]].abs().max()) < 1e-3
+    torch.testing.assert_close(seen["x"][:, 2:4], x[:, 2:4])
+    with pytest.raises(ValueError, match="attended_tail"):
+        JointModelConfig(in_leads=5, attended_tail=1)
+    with pytest.raises(ValueError, match="attended_tail"):
+        JointModelConfig(in_leads=4, bypass=2, attended_tail=2)
+
+
 def test_paper_size_configuration_is_about_1_2_gflop():
     flops = count_flops(JointModelConfig.paper_size(), 2000)
     assert 1.0e9 < flops < 1.5e9

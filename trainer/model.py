@@ -39,10 +39,18 @@ class JointModelConfig:
     # rhythm channels (RR timing painted over every beat), whose information lies in the beats around
     # an ectopic one as much as in it. 0 is the paper's X = A * D on every channel.
     bypass: int = 0
+    # Trailing channels after the bypassed ones that stay under attention: the beat residual, which
+    # marks the ectopic beat itself, is appended after the rhythm channels (`DspConfig.channels`).
+    attended_tail: int = 0
 
     def __post_init__(self) -> None:
         if not 0 <= self.bypass < self.in_leads:
             raise ValueError(f"bypass={self.bypass} must leave at least one of the {self.in_leads} input channels under attention")
+        if self.attended_tail < 0 or (self.attended_tail and not self.bypass):
+            raise ValueError(f"attended_tail={self.attended_tail} needs bypass > 0 and must be >= 0")
+        if self.bypass + self.attended_tail >= self.in_leads:
+            raise ValueError(f"bypass={self.bypass} + attended_tail={self.attended_tail} must leave a lead of the "
+                             f"{self.in_leads} input channels before them")
         if self.decimate < 1:
             raise ValueError(f"decimate={self.decimate} must be >= 1")
         if self.pool_kernel % 2 == 0:
@@ -203,8 +211,9 @@ class JointModel(nn.Module):
         if self.cfg.mode == "cascaded":
             return self.classifier(a), a
         if self.cfg.bypass:
-            k = x.shape[1] - self.cfg.bypass
-            return self.classifier(torch.cat([a * x[:, :k], x[:, k:]], dim=1)), a
+            end = x.shape[1] - self.cfg.attended_tail
+            k = end - self.cfg.bypass
+            return self.classifier(torch.cat([a * x[:, :k], x[:, k:end], a * x[:, end:]], dim=1)), a
         return self.classifier(a * x), a
 
 
