@@ -58,3 +58,14 @@ def test_report_sets_the_shipped_model_beside_earlier_ones(tmp_path):
     assert "| V | 90.0 % |" in text
     earlier = [line for line in text.splitlines() if line.startswith("| `bedside-v1`")]
     assert len(earlier) == 1 and "`trainer export --run b`" in earlier[0] and "25.0 %" in earlier[0]
+
+
+def test_recorded_trainer_command_can_be_pasted_back(monkeypatch):
+    """Cards and metrics.json quote the command; a JSON option must survive the shell."""
+    import shlex
+
+    from trainer.cli import _command
+
+    argv = ["trainer", "train", "--model", '{"bypass": 2, "attended_tail": 1}', "--seeds", "4,5"]
+    monkeypatch.setattr(sys, "argv", argv)
+    assert shlex.split(_command()) == argv

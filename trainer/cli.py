@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -15,7 +16,8 @@ app.add_typer(experiment_app, name="experiment")
 
 
 def _command() -> str:
-    return "trainer " + " ".join(sys.argv[1:])
+    """The command line as a shell would take it back (JSON options keep their quotes)."""
+    return shlex.join(["trainer", *sys.argv[1:]])
 
 
 @app.command()
@@ -128,9 +130,9 @@ def _scatter(maps: np.ndarray, idx: np.ndarray, ds) -> np.ndarray:
 @app.command()
 def export(
     run: Path = typer.Option(Path("runs/bedside"), help="Training run folder (checkpoint.pt, metrics.json)."),
-    out: Path = typer.Option(Path("edge_models/bedside-v5"), help="Model folder to write."),
-    name: str = typer.Option("bedside-v5"),
-    version: str = typer.Option("5.0.0"),
+    out: Path = typer.Option(Path("edge_models/bedside-v6"), help="Model folder to write."),
+    name: str = typer.Option("bedside-v6"),
+    version: str = typer.Option("6.0.0"),
     data: Path | None = typer.Option(None, help="MIT-BIH directory for the DS2 evaluation."),
     evaluate: bool = typer.Option(True, help="Evaluate on DS2 and put the metrics in the card."),
     make_default: bool = typer.Option(True, help="Write edge_models/DEFAULT naming this model."),
