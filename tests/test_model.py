@@ -35,49 +35,41 @@ def test_relu_max_pooling():
     assert got == [0.0, 3.0, 3.0, 3.0, 0.0, 0.0, 1.0, 1.0]
 
 
-def test_attention_multiplies_the_input():
-    """X = A * D: zeroing the segmenter output zeroes what the classifier sees."""
-    cfg = JointModelConfig.for_method("l2", **SMALL)
+def _classifier_input_with_no_attention(cfg: JointModelConfig, x: torch.Tensor) -> torch.Tensor:
+    """What the classifier receives when the segmenter's head is zeroed (A ~ 0 everywhere)."""
     model = JointModel(cfg).eval()
     seen = {}
     model.classifier.register_forward_hook(lambda m, i, o: seen.setdefault("x", i[0]))
-    with torch.no_grad():
-        model.segmenter.head.weight.zero_()
-        model.segmenter.head.bias.zero_()
-        model(torch.randn(2, 2, 500))
-    assert float(seen["x"].abs().max()) < 1e-3
-
-
-def test_bypassed_channels_reach_the_classifier_unattended():
-    """With bypass, the trailing (rhythm) channels pass as they are; the leads stay A * D."""
-    cfg = JointModelConfig.for_method("l2", in_leads=4, bypass=2, **SMALL)
-    model = JointModel(cfg).eval()
-    seen = {}
-    model.classifier.register_forward_hook(lambda m, i, o: seen.setdefault("x", i[0]))
-    x = torch.randn(2, 4, 500)
     with torch.no_grad():
         model.segmenter.head.weight.zero_()
         model.segmenter.head.bias.zero_()
         model(x)
-    assert float(seen["x"][:, :2].abs().max()) < 1e-3
-    torch.testing.assert_close(seen["x"][:, 2:], x[:, 2:])
+    return seen["x"]
+
+
+def test_attention_multiplies_the_input():
+    """X = A * D: zeroing the segmenter output zeroes what the classifier sees."""
+    seen = _classifier_input_with_no_attention(JointModelConfig.for_method("l2", **SMALL), torch.randn(2, 2, 500))
+    assert float(seen.abs().max()) < 1e-3
+
+
+def test_bypassed_channels_reach_the_classifier_unattended():
+    """With bypass, the trailing (rhythm) channels pass as they are; the leads stay A * D."""
+    x = torch.randn(2, 4, 500)
+    seen = _classifier_input_with_no_attention(JointModelConfig.for_method("l2", in_leads=4, bypass=2, **SMALL), x)
+    assert float(seen[:, :2].abs().max()) < 1e-3
+    torch.testing.assert_close(seen[:, 2:], x[:, 2:])
     with pytest.raises(ValueError, match="bypass"):
         JointModelConfig(in_leads=2, bypass=2)
 
 
 def test_attended_tail_keeps_the_residual_under_attention_behind_the_bypass():
     """bypass=2, attended_tail=1 on leads, rr_prev, rr_next, residual: only the two rhythm channels pass as they are."""
-    cfg = JointModelConfig.for_method("l2", in_leads=5, bypass=2, attended_tail=1, **SMALL)
-    model = JointModel(cfg).eval()
-    seen = {}
-    model.classifier.register_forward_hook(lambda m, i, o: seen.setdefault("x", i[0]))
     x = torch.randn(2, 5, 500)
-    with torch.no_grad():
-        model.segmenter.head.weight.zero_()
-        model.segmenter.head.bias.zero_()
-        model(x)
-    assert float(seen["x"][:, [0, 1, 4]].abs().max()) < 1e-3
-    torch.testing.assert_close(seen["x"][:, 2:4], x[:, 2:4])
+    cfg = JointModelConfig.for_method("l2", in_leads=5, bypass=2, attended_tail=1, **SMALL)
+    seen = _classifier_input_with_no_attention(cfg, x)
+    assert float(seen[:, [0, 1, 4]].abs().max()) < 1e-3
+    torch.testing.assert_close(seen[:, 2:4], x[:, 2:4])
     with pytest.raises(ValueError, match="attended_tail"):
         JointModelConfig(in_leads=5, attended_tail=1)
     with pytest.raises(ValueError, match="attended_tail"):
