@@ -262,3 +262,15 @@ def test_threshold_transfer_shows_a_threshold_from_few_patients_failing_on_the_r
     assert fixed["on_the_rest"]["threshold"] < 0.05 < 0.5 <= fixed["best_for_the_rest"]["threshold"]
     assert fixed["on_the_rest"]["precision"] < 0.5 and fixed["best_for_the_rest"]["f1"] == pytest.approx(1.0)
     assert len(t["leave_one_fold_out"]["thresholds"]) == 4 and t["leave_one_fold_out"]["f1"] <= t["in_sample"]["f1"] + 1e-12
+
+
+def test_training_refuses_a_bypass_that_would_pass_the_residual_unattended(tmp_path):
+    """With the residual appended last, bypass=2 alone would bypass rr_next and the residual: refused
+    before any data is read; attended_tail=1 keeps the residual under attention."""
+    from stream_ecg.dsp import DspConfig
+    from trainer.bedside import train_bedside
+    from trainer.train import TrainConfig
+
+    cfg = BedsideConfig(dsp=DspConfig(rhythm=True, beat_residual=True), model={"bypass": 2})
+    with pytest.raises(ValueError, match=r"only rhythm channels .* may bypass"):
+        train_bedside(cfg, TrainConfig(), tmp_path / "run", data_dir=tmp_path / "no-data")

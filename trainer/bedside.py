@@ -214,8 +214,13 @@ def train_bedside(cfg: BedsideConfig, train_cfg, out: Path, data_dir=None, epoch
     seeds = tuple(seeds) if seeds else tuple(train_cfg.seed + k for k in range(len(folds))) if cfg.folds else (train_cfg.seed,)
     if cfg.folds and len(seeds) != len(folds):
         raise ValueError(f"cross-fitting trains one member per fold: {len(folds)} folds, {len(seeds)} seeds")
-    ds1 = ds1_windows(cfg, data_dir)
     mcfg = JointModelConfig(**{"in_leads": cfg.dsp.channels(len(cfg.leads)), "n_classes": len(ABNORMAL), **cfg.model})
+    names = (*cfg.leads, *cfg.dsp.extra_channels)
+    end = len(names) - mcfg.attended_tail
+    if mcfg.bypass and not set(names[end - mcfg.bypass : end]) <= set(cfg.dsp.rhythm_channels):
+        raise ValueError(f"bypass={mcfg.bypass}, attended_tail={mcfg.attended_tail} would pass {names[end - mcfg.bypass : end]} "
+                         f"unattended; only rhythm channels {cfg.dsp.rhythm_channels} may bypass (inputs: {names})")
+    ds1 = ds1_windows(cfg, data_dir)
     members, held = [], []
     for k, seed in enumerate(seeds):
         train, val = split(ds1, folds[k % len(folds)], cfg.hop)
