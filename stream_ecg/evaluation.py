@@ -10,13 +10,14 @@ import numpy as np
 
 from .card import ModelCard
 from .offline import RecordOutput
-from .scoring import BeatCounts, beat_counts, detection_metrics, window_targets
+from .scoring import BeatCounts, beat_counts, detection_delays, detection_metrics, distribution, window_targets
 
 EC57_TOL_S = 0.150
 
 
 def score_records(outputs: list[RecordOutput], card: ModelCard, margin: int, skip_s: float = 0.0) -> dict:
-    """Beat-level Se/+P per abnormal class (gross and per record), window-level Se/precision/AUC.
+    """Beat-level Se/+P per abnormal class (gross and per record), window-level Se/precision/AUC, and
+    the detection delay of each found beat (`scoring.detection_delays`: what the stream adds to the alarm).
 
     margin: windows whose only beat of a class sits within `margin` samples of an edge are left out
     of that class's window metrics (half a beat is visible there). skip_s: score beats and intervals
@@ -26,6 +27,7 @@ def score_records(outputs: list[RecordOutput], card: ModelCard, margin: int, ski
     start = int(round(skip_s * card.fs))
     gross = {c: BeatCounts() for c in card.abnormal}
     per_record = []
+    delays = {c: [] for c in card.abnormal}
     truth = {c: [] for c in card.abnormal}
     score = {c: [] for c in card.abnormal}
     for out in outputs:
@@ -34,6 +36,9 @@ def score_records(outputs: list[RecordOutput], card: ModelCard, margin: int, ski
             counts = beat_counts(out.beat_samples, out.beat_aami, out.intervals, c, tol, start)
             gross[c] = gross[c] + counts
             row[c] = counts.summary()
+            scored = out.beat_samples >= start
+            delays[c].append(detection_delays(out.beat_samples[scored], out.beat_aami[scored], out.intervals,
+                                              out.first_seen, c, tol, card.window))
             core = window_targets(out.starts, card.window, out.beat_samples, out.beat_aami, c, margin)
             anywhere = window_targets(out.starts, card.window, out.beat_samples, out.beat_aami, c, 0)
             keep = core | ~anywhere
@@ -52,5 +57,6 @@ def score_records(outputs: list[RecordOutput], card: ModelCard, margin: int, ski
         }
         for c in card.abnormal
     }
-    return {"beat": beat, "beat_record_average": average, "window": window, "records": per_record,
+    delay = {c: distribution(np.concatenate([np.zeros(0), *delays[c]]) / card.fs) for c in card.abnormal}
+    return {"beat": beat, "beat_record_average": average, "window": window, "detection_delay_s": delay, "records": per_record,
             "skip_s": skip_s, "tolerance_s": EC57_TOL_S, "margin_samples": margin}

@@ -31,7 +31,7 @@ from .offline import RecordOutput
 from .postprocess import LabelledInterval
 from .record import AnnotationRecorder, record_name
 from .replay import EXCERPT_RECORDS
-from .scoring import GradeCounts, grade_window
+from .scoring import GradeCounts, distribution, grade_window
 from .subscribe import messages
 from .wire import Chunk, Interval, Result, Status, encode
 
@@ -573,15 +573,6 @@ def evaluate(
 # --- the summary ------------------------------------------------------------------------------
 
 
-def _dist(values: np.ndarray) -> dict:
-    v = np.asarray(values, float)
-    v = v[np.isfinite(v)]
-    if len(v) == 0:
-        return {"p50": None, "p95": None, "max": None, "mean": None, "n": 0}
-    return {"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95)), "max": float(v.max()),
-            "mean": float(v.mean()), "n": int(len(v))}
-
-
 def _point_match(ref: np.ndarray, test: np.ndarray, tol: int) -> dict:
     """bxb-style one-to-one matching of interval centres to R peaks (wfdb.processing's Comparitor)."""
     from wfdb.processing import compare_annotations
@@ -621,7 +612,7 @@ def summarise(run: LiveRun, command: str = "") -> dict:
             wall, stream = alarm_latencies(rec.collected, rec.beat_sent_at, c, tol)
             lat_wall[c].append(wall)
             lat_stream[c].append(stream)
-            per[c] = _dist(wall)
+            per[c] = distribution(wall)
         rows.append({
             "record": rec.output.name, "stream_id": rec.stream_id, "fs": rec.fs_in, "leads": list(rec.leads_in),
             "lead_used": ",".join(rec.leads_used), "lead_fallback": rec.output.lead_fallback, "seconds": rec.seconds,
@@ -641,9 +632,9 @@ def summarise(run: LiveRun, command: str = "") -> dict:
         "beat_record_average": whole["beat_record_average"],
         "window": whole["window"],
         "grade": {**total.summary()["grade"], **{k: v for k, v in total.summary().items() if k != "grade"}},
-        "alarm_latency_s": {**_dist(np.concatenate(list(every_wall.values()))), "by_class": {c: _dist(v) for c, v in every_wall.items()}},
-        "alarm_stream_delay_s": {**_dist(np.concatenate(list(every_stream.values()))), "by_class": {c: _dist(v) for c, v in every_stream.items()}},
-        "processing_latency_s": _dist(processing),
+        "alarm_latency_s": {**distribution(np.concatenate(list(every_wall.values()))), "by_class": {c: distribution(v) for c, v in every_wall.items()}},
+        "alarm_stream_delay_s": {**distribution(np.concatenate(list(every_stream.values()))), "by_class": {c: distribution(v) for c, v in every_stream.items()}},
+        "processing_latency_s": distribution(processing),
         "realtime_factor": run.stream_s / run.wall_s if run.wall_s > 0 else None,
         "stream_seconds": run.stream_s,
         "wall_seconds": run.wall_s,

@@ -145,3 +145,29 @@ def beat_counts(beat_samples: np.ndarray, beat_cls: np.ndarray, intervals, cls: 
     found = inside_any(pos, [(s, e, 0.0) for s, e in ivs], tol)
     confirmed = sum(bool(np.any((pos >= s - tol) & (pos < e + tol))) for s, e in ivs)
     return BeatCounts(int(found.sum()), int(len(pos)), int(confirmed), len(ivs))
+
+
+def detection_delays(beat_samples: np.ndarray, beat_cls: np.ndarray, intervals, first_seen: np.ndarray,
+                     cls: str, tol: int, window: int) -> np.ndarray:
+    """Samples from each found beat of `cls` to the end of the first window that published an
+    interval of its class covering it (as `beat_counts` matches): the stream's share of the alarm
+    latency, before any chunking or processing time. Beats never covered are left out."""
+    pos = np.asarray(beat_samples)[np.asarray(beat_cls) == cls]
+    ivs = [(iv.start, iv.end, int(f)) for iv, f in zip(intervals, first_seen) if iv.label == cls]
+    if not ivs or pos.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    s, e, f = (np.asarray(v, dtype=np.int64) for v in zip(*ivs))
+    cover = (pos[:, None] >= s[None, :] - tol) & (pos[:, None] < e[None, :] + tol)
+    found = cover.any(axis=1)
+    first = np.where(cover, f[None, :], np.iinfo(np.int64).max).min(axis=1)
+    return np.maximum(first[found] + window - pos[found], 0)
+
+
+def distribution(values: np.ndarray) -> dict:
+    """p50 / p95 / max / mean / n of the finite values (None when there are none): latencies and delays."""
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    if len(v) == 0:
+        return {"p50": None, "p95": None, "max": None, "mean": None, "n": 0}
+    return {"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95)), "max": float(v.max()),
+            "mean": float(v.mean()), "n": int(len(v))}

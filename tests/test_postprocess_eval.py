@@ -5,7 +5,7 @@ import pytest
 
 from stream_ecg.card import load_card
 from stream_ecg.postprocess import IntervalMerger, LabelledInterval, label_intervals
-from stream_ecg.scoring import beat_counts, detection_metrics, window_targets
+from stream_ecg.scoring import beat_counts, detection_delays, detection_metrics, distribution, window_targets
 
 TOL = 54  # 150 ms at 360 Hz
 
@@ -122,6 +122,26 @@ def test_beat_counts_miss_false_alarm_and_the_150ms_edge():
     late = beat_counts(beats, cls, [LabelledInterval(2000 + TOL + 1, 2100, "V", 0.9)], "V", TOL)
     assert late.beats_found == 0 and late.intervals_confirmed == 0
     assert c.summary()["se"] == pytest.approx(2 / 3) and c.summary()["ppv"] == pytest.approx(2 / 3)
+
+
+def test_detection_delay_counts_from_the_first_window_that_covered_the_beat():
+    beats = np.array([1000, 2000, 3000])
+    cls = np.array(["V", "V", "V"])
+    window = 500
+    intervals = [
+        LabelledInterval(1800, 1900, "V", 0.9),  # window 1500 lights a normal neighbour, not beat 2000
+        LabelledInterval(980, 1020, "V", 0.9),  # beat 1000, first covered by the window starting at 600
+        LabelledInterval(1990, 2030, "V", 0.9),  # beat 2000, covered only one window later (1700)
+        LabelledInterval(2000, 2040, "V", 0.9),  # ... and again by a later window: the first one counts
+        LabelledInterval(2995, 3005, "S", 0.9),  # beat 3000 is never covered by its class: left out
+    ]
+    first_seen = np.array([1500, 600, 1700, 1900, 2600])
+    d = detection_delays(beats, cls, intervals, first_seen, "V", TOL, window)
+    assert d.tolist() == [600 + window - 1000, 1700 + window - 2000]
+    assert detection_delays(beats, cls, intervals, first_seen, "N", TOL, window).size == 0
+    s = distribution(np.array([1.0, 2.0, np.nan]))
+    assert (s["n"], s["max"], s["p50"]) == (2, 2.0, 1.5)
+    assert distribution(np.zeros(0))["p95"] is None
 
 
 def test_detection_metrics():
