@@ -86,6 +86,9 @@ def test_scores_of_a_miss_a_false_alarm_and_the_150ms_edge_through_the_reconstru
     scores = score_records([out], card, MARGIN)
     assert (scores["beat"]["V"]["se"], scores["beat"]["V"]["ppv"]) == (pytest.approx(2 / 3), pytest.approx(2 / 3))
     assert (scores["beat"]["S"]["se"], scores["beat"]["S"]["ppv"]) == (0.0, 0.0)
+    delay = scores["detection_delay_s"]["V"]  # beat 1000 first covered by window 0, beat 2000 by window 360
+    assert (delay["n"], delay["max"], delay["p50"]) == (2, pytest.approx(1000 / 360), pytest.approx(680 / 360))
+    assert scores["detection_delay_s"]["S"]["n"] == 0
     # one-to-one matching of interval centres (what bxb sees): the edge interval's centre is 76 samples off
     bounds = np.arange(0, 6001, 90)
     sent = np.full(len(bounds) - 1, 100.0)
