@@ -10,14 +10,15 @@ import numpy as np
 
 from .card import ModelCard
 from .offline import RecordOutput
-from .scoring import BeatCounts, beat_counts, detection_delays, detection_metrics, distribution, window_targets
+from .scoring import BeatCounts, beat_counts, detection_delays, detection_metrics, distribution, first_window_outcome, window_targets
 
 EC57_TOL_S = 0.150
 
 
 def score_records(outputs: list[RecordOutput], card: ModelCard, margin: int, skip_s: float = 0.0) -> dict:
     """Beat-level Se/+P per abnormal class (gross and per record), window-level Se/precision/AUC, and
-    the detection delay of each found beat (`scoring.detection_delays`: what the stream adds to the alarm).
+    the detection delay of each found beat (`scoring.detection_delays`: what the stream adds to the alarm)
+    and what became of each beat's first window (`scoring.first_window_outcome`: why a beat was late).
 
     margin: windows whose only beat of a class sits within `margin` samples of an edge are left out
     of that class's window metrics (half a beat is visible there). skip_s: score beats and intervals
@@ -28,6 +29,7 @@ def score_records(outputs: list[RecordOutput], card: ModelCard, margin: int, ski
     gross = {c: BeatCounts() for c in card.abnormal}
     per_record = []
     delays = {c: [] for c in card.abnormal}
+    first = {c: {"beats": 0, "alarmed": 0, "lit": 0} for c in card.abnormal}
     truth = {c: [] for c in card.abnormal}
     score = {c: [] for c in card.abnormal}
     for out in outputs:
@@ -39,6 +41,10 @@ def score_records(outputs: list[RecordOutput], card: ModelCard, margin: int, ski
             scored = out.beat_samples >= start
             delays[c].append(detection_delays(out.beat_samples[scored], out.beat_aami[scored], out.intervals,
                                               out.first_seen, c, tol, card.window))
+            alarms = out.probs[:, card.classes.index(c)] >= card.thresholds[c]
+            fw = first_window_outcome(out.starts, card.window, alarms, out.beat_samples[scored & (out.beat_aami == c)],
+                                      out.intervals, out.first_seen, c, tol, margin)
+            first[c] = {k: first[c][k] + fw[k] for k in fw}
             core = window_targets(out.starts, card.window, out.beat_samples, out.beat_aami, c, margin)
             anywhere = window_targets(out.starts, card.window, out.beat_samples, out.beat_aami, c, 0)
             keep = core | ~anywhere
@@ -58,5 +64,6 @@ def score_records(outputs: list[RecordOutput], card: ModelCard, margin: int, ski
         for c in card.abnormal
     }
     delay = {c: distribution(np.concatenate([np.zeros(0), *delays[c]]) / card.fs) for c in card.abnormal}
-    return {"beat": beat, "beat_record_average": average, "window": window, "detection_delay_s": delay, "records": per_record,
+    return {"beat": beat, "beat_record_average": average, "window": window, "detection_delay_s": delay,
+            "first_window": first, "records": per_record,
             "skip_s": skip_s, "tolerance_s": EC57_TOL_S, "margin_samples": margin}

@@ -171,3 +171,22 @@ def distribution(values: np.ndarray) -> dict:
         return {"p50": None, "p95": None, "max": None, "mean": None, "n": 0}
     return {"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95)), "max": float(v.max()),
             "mean": float(v.mean()), "n": int(len(v))}
+
+
+def first_window_outcome(starts: np.ndarray, window: int, alarms: np.ndarray, beat_pos: np.ndarray, intervals,
+                         first_seen: np.ndarray, cls: str, tol: int, margin: int) -> dict[str, int]:
+    """Where a beat's first chance goes: for each beat of `cls`, the first window holding it at least
+    `margin` samples from both edges; does that window alarm for the class (`alarms`, one bool per
+    window), and was the beat lit by then (an interval of its class covering it, published by that
+    window or an earlier one)? A beat late to alarm is late for one of these two reasons."""
+    starts = np.asarray(starts, np.int64)
+    ivs = [(iv.start, iv.end, int(f)) for iv, f in zip(intervals, first_seen) if iv.label == cls]
+    beats = alarmed = lit = 0
+    for b in np.asarray(beat_pos, np.int64):
+        k = int(np.searchsorted(starts, b - window + margin + 1))  # first start with b < start + window - margin
+        if k >= len(starts) or b < starts[k] + margin:
+            continue  # no window holds this beat away from its edges
+        beats += 1
+        alarmed += bool(alarms[k])
+        lit += any(s - tol <= b < e + tol and f <= starts[k] for s, e, f in ivs)
+    return {"beats": beats, "alarmed": alarmed, "lit": lit}

@@ -5,7 +5,7 @@ import pytest
 
 from stream_ecg.card import load_card
 from stream_ecg.postprocess import IntervalMerger, LabelledInterval, label_intervals
-from stream_ecg.scoring import beat_counts, detection_delays, detection_metrics, distribution, window_targets
+from stream_ecg.scoring import beat_counts, detection_delays, detection_metrics, distribution, first_window_outcome, window_targets
 
 TOL = 54  # 150 ms at 360 Hz
 
@@ -142,6 +142,21 @@ def test_detection_delay_counts_from_the_first_window_that_covered_the_beat():
     s = distribution(np.array([1.0, 2.0, np.nan]))
     assert (s["n"], s["max"], s["p50"]) == (2, 2.0, 1.5)
     assert distribution(np.zeros(0))["p95"] is None
+
+
+def test_first_window_outcome_says_whether_a_late_beat_lacked_the_alarm_or_the_interval():
+    starts, window, margin = np.arange(0, 1001, 100), 500, 50
+    alarms = np.zeros(len(starts), bool)
+    alarms[2] = True  # the window at 200, first to hold beat 600 away from its edges
+    intervals = [
+        LabelledInterval(590, 610, "V", 0.9),  # beat 600, lit already by the window at 100 (in its margin)
+        LabelledInterval(1395, 1405, "V", 0.9),  # beat 1400, lit only after its first core window (1000)
+        LabelledInterval(1390, 1410, "S", 0.9),  # ... and earlier, but with the wrong class
+    ]
+    first_seen = np.array([100, 1100, 900])
+    beats = np.array([20, 600, 1400])  # 20 is never away from an edge: not counted
+    out = first_window_outcome(starts, window, alarms, beats, intervals, first_seen, "V", TOL, margin)
+    assert out == {"beats": 2, "alarmed": 1, "lit": 1}
 
 
 def test_detection_metrics():
