@@ -42,7 +42,7 @@ def score_records(outputs: list[RecordOutput], card: ModelCard, margin: int, ski
             delays[c].append(detection_delays(out.beat_samples[scored], out.beat_aami[scored], out.intervals,
                                               out.first_seen, c, tol, card.window))
             alarms = out.probs[:, card.classes.index(c)] >= card.thresholds[c]
-            fw = first_window_outcome(out.starts, card.window, alarms, out.beat_samples[scored & (out.beat_aami == c)],
+            fw = first_window_outcome(out.starts, card.window, alarms, out.beat_samples[scored], out.beat_aami[scored],
                                       out.intervals, out.first_seen, c, tol, margin)
             first[c] = {k: first[c][k] + fw[k] for k in fw}
             core = window_targets(out.starts, card.window, out.beat_samples, out.beat_aami, c, margin)

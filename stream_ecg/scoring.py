@@ -147,19 +147,25 @@ def beat_counts(beat_samples: np.ndarray, beat_cls: np.ndarray, intervals, cls: 
     return BeatCounts(int(found.sum()), int(len(pos)), int(confirmed), len(ivs))
 
 
+
+def _covering(beat_samples: np.ndarray, beat_cls: np.ndarray, intervals, first_seen: np.ndarray, cls: str,
+              tol: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The beats of `cls`, the (beats, intervals) matrix of which of its class's intervals covers each
+    (as `beat_counts` matches, +-tol), and the start of the window that first published each interval."""
+    pos = np.asarray(beat_samples, dtype=np.int64)[np.asarray(beat_cls) == cls]
+    ivs = [(iv.start, iv.end, int(f)) for iv, f in zip(intervals, first_seen) if iv.label == cls]
+    s, e, f = (np.asarray(v, dtype=np.int64).reshape(-1) for v in (zip(*ivs) if ivs else ([], [], [])))
+    return pos, (pos[:, None] >= s[None, :] - tol) & (pos[:, None] < e[None, :] + tol), f
+
+
 def detection_delays(beat_samples: np.ndarray, beat_cls: np.ndarray, intervals, first_seen: np.ndarray,
                      cls: str, tol: int, window: int) -> np.ndarray:
     """Samples from each found beat of `cls` to the end of the first window that published an
-    interval of its class covering it (as `beat_counts` matches): the stream's share of the alarm
-    latency, before any chunking or processing time. Beats never covered are left out."""
-    pos = np.asarray(beat_samples)[np.asarray(beat_cls) == cls]
-    ivs = [(iv.start, iv.end, int(f)) for iv, f in zip(intervals, first_seen) if iv.label == cls]
-    if not ivs or pos.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    s, e, f = (np.asarray(v, dtype=np.int64) for v in zip(*ivs))
-    cover = (pos[:, None] >= s[None, :] - tol) & (pos[:, None] < e[None, :] + tol)
+    interval of its class covering it: the stream's share of the alarm latency, before any chunking
+    or processing time. Beats never covered are left out."""
+    pos, cover, f = _covering(beat_samples, beat_cls, intervals, first_seen, cls, tol)
     found = cover.any(axis=1)
-    first = np.where(cover, f[None, :], np.iinfo(np.int64).max).min(axis=1)
+    first = np.where(cover, f[None, :], np.iinfo(np.int64).max).min(axis=1, initial=np.iinfo(np.int64).max)
     return np.maximum(first[found] + window - pos[found], 0)
 
 
@@ -173,20 +179,18 @@ def distribution(values: np.ndarray) -> dict:
             "mean": float(v.mean()), "n": int(len(v))}
 
 
-def first_window_outcome(starts: np.ndarray, window: int, alarms: np.ndarray, beat_pos: np.ndarray, intervals,
-                         first_seen: np.ndarray, cls: str, tol: int, margin: int) -> dict[str, int]:
+def first_window_outcome(starts: np.ndarray, window: int, alarms: np.ndarray, beat_samples: np.ndarray,
+                         beat_cls: np.ndarray, intervals, first_seen: np.ndarray, cls: str, tol: int,
+                         margin: int) -> dict[str, int]:
     """Where a beat's first chance goes: for each beat of `cls`, the first window holding it at least
-    `margin` samples from both edges; does that window alarm for the class (`alarms`, one bool per
-    window), and was the beat lit by then (an interval of its class covering it, published by that
-    window or an earlier one)? A beat late to alarm is late for one of these two reasons."""
+    `margin` samples from both edges (as `window_targets` counts a core beat); does that window alarm
+    for the class (`alarms`, one bool per window), and was the beat lit by then (an interval of its
+    class covering it, published by that window or an earlier one)? A late beat lacked one of the two."""
     starts = np.asarray(starts, np.int64)
-    ivs = [(iv.start, iv.end, int(f)) for iv, f in zip(intervals, first_seen) if iv.label == cls]
-    beats = alarmed = lit = 0
-    for b in np.asarray(beat_pos, np.int64):
-        k = int(np.searchsorted(starts, b - window + margin + 1))  # first start with b < start + window - margin
-        if k >= len(starts) or b < starts[k] + margin:
-            continue  # no window holds this beat away from its edges
-        beats += 1
-        alarmed += bool(alarms[k])
-        lit += any(s - tol <= b < e + tol and f <= starts[k] for s, e, f in ivs)
-    return {"beats": beats, "alarmed": alarmed, "lit": lit}
+    pos, cover, f = _covering(beat_samples, beat_cls, intervals, first_seen, cls, tol)
+    k = np.searchsorted(starts, pos - window + margin + 1)  # first start with pos < start + window - margin
+    held = k < len(starts)
+    held[held] = pos[held] >= starts[k[held]] + margin  # else no window holds the beat away from its edges
+    first_start = starts[k[held]]
+    lit = (cover[held] & (f[None, :] <= first_start[:, None])).any(axis=1)
+    return {"beats": int(held.sum()), "alarmed": int(np.asarray(alarms)[k[held]].sum()), "lit": int(lit.sum())}

@@ -155,7 +155,7 @@ def test_first_window_outcome_says_whether_a_late_beat_lacked_the_alarm_or_the_i
     ]
     first_seen = np.array([100, 1100, 900])
     beats = np.array([20, 600, 1400])  # 20 is never away from an edge: not counted
-    out = first_window_outcome(starts, window, alarms, beats, intervals, first_seen, "V", TOL, margin)
+    out = first_window_outcome(starts, window, alarms, beats, np.array(["V"] * 3), intervals, first_seen, "V", TOL, margin)
     assert out == {"beats": 2, "alarmed": 1, "lit": 1}
 
 
