@@ -10,7 +10,8 @@ import numpy as np
 
 from .card import ModelCard
 from .offline import RecordOutput
-from .scoring import BeatCounts, beat_counts, detection_delays, detection_metrics, distribution, first_window_outcome, window_targets
+from .scoring import (BeatCounts, beat_counts, detection_delays, detection_metrics, distribution, first_window_outcome,
+                      unconfirmed_intervals, window_targets)
 
 EC57_TOL_S = 0.150
 
@@ -18,7 +19,8 @@ EC57_TOL_S = 0.150
 def score_records(outputs: list[RecordOutput], card: ModelCard, margin: int, skip_s: float = 0.0) -> dict:
     """Beat-level Se/+P per abnormal class (gross and per record), window-level Se/precision/AUC, and
     the detection delay of each found beat (`scoring.detection_delays`: what the stream adds to the alarm)
-    and what became of each beat's first window (`scoring.first_window_outcome`: why a beat was late).
+    and what became of each beat's first window (`scoring.first_window_outcome`: why a beat was late),
+    and where the intervals holding no beat of their class came from (`scoring.unconfirmed_intervals`).
 
     margin: windows whose only beat of a class sits within `margin` samples of an edge are left out
     of that class's window metrics (half a beat is visible there). skip_s: score beats and intervals
@@ -30,6 +32,9 @@ def score_records(outputs: list[RecordOutput], card: ModelCard, margin: int, ski
     per_record = []
     delays = {c: [] for c in card.abnormal}
     first = {c: {"beats": 0, "alarmed": 0, "lit": 0} for c in card.abnormal}
+    counts_keys = ("intervals", "unconfirmed", "false_alarm", "other_beat", "no_beat")
+    wrong = {c: dict.fromkeys(counts_keys, 0) for c in card.abnormal}
+    gaps = {c: [np.zeros(0)] for c in card.abnormal}
     truth = {c: [] for c in card.abnormal}
     score = {c: [] for c in card.abnormal}
     for out in outputs:
@@ -45,6 +50,11 @@ def score_records(outputs: list[RecordOutput], card: ModelCard, margin: int, ski
             fw = first_window_outcome(out.starts, card.window, alarms, out.beat_samples[scored], out.beat_aami[scored],
                                       out.intervals, out.first_seen, c, tol, margin)
             first[c] = {k: first[c][k] + fw[k] for k in fw}
+            un = unconfirmed_intervals(out.beat_samples, out.beat_aami, out.intervals, out.first_seen, c, tol,
+                                       card.window, start)
+            wrong[c] = {k: wrong[c][k] + un[k] for k in counts_keys}
+            gaps[c].append(un["gap_samples"])
+            row[c]["unconfirmed"] = {k: un[k] for k in counts_keys[1:]}
             core = window_targets(out.starts, card.window, out.beat_samples, out.beat_aami, c, margin)
             anywhere = window_targets(out.starts, card.window, out.beat_samples, out.beat_aami, c, 0)
             keep = core | ~anywhere
@@ -64,6 +74,7 @@ def score_records(outputs: list[RecordOutput], card: ModelCard, margin: int, ski
         for c in card.abnormal
     }
     delay = {c: distribution(np.concatenate([np.zeros(0), *delays[c]]) / card.fs) for c in card.abnormal}
+    unconfirmed = {c: {**wrong[c], "gap_s": distribution(np.concatenate(gaps[c]) / card.fs)} for c in card.abnormal}
     return {"beat": beat, "beat_record_average": average, "window": window, "detection_delay_s": delay,
-            "first_window": first, "records": per_record,
+            "first_window": first, "unconfirmed": unconfirmed, "records": per_record,
             "skip_s": skip_s, "tolerance_s": EC57_TOL_S, "margin_samples": margin}

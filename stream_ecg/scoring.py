@@ -194,3 +194,39 @@ def first_window_outcome(starts: np.ndarray, window: int, alarms: np.ndarray, be
     first_start = starts[k[held]]
     lit = (cover[held] & (f[None, :] <= first_start[:, None])).any(axis=1)
     return {"beats": int(held.sum()), "alarmed": int(np.asarray(alarms)[k[held]].sum()), "lit": int(lit.sum())}
+
+
+def unconfirmed_intervals(beat_samples: np.ndarray, beat_cls: np.ndarray, intervals, first_seen: np.ndarray,
+                          cls: str, tol: int, window: int, start: int = 0) -> dict:
+    """Why published intervals of `cls` hold no beat of their class (as `beat_counts` confirms, +-tol):
+    `false_alarm`, the window that first published it held no beat of the class at all (the window's
+    alarm was wrong); else `other_beat`, it lit an annotated beat of another class (a normal neighbour)
+    or `no_beat`, it lit no annotated beat (between beats: the ectopic beat's T wave or pause). `gap_s`:
+    for the last two, how far the interval (+-tol) lies from the nearest beat of its class, which says
+    whether moving the interval onto a nearby beat could confirm it."""
+    samples = np.asarray(beat_samples, dtype=np.int64)
+    is_cls = np.asarray(beat_cls) == cls
+    pos, others = samples[is_cls & (samples >= start)], samples[~is_cls & (samples >= start)]
+    ivs = [(iv.start, iv.end, int(f)) for iv, f in zip(intervals, first_seen) if iv.label == cls and iv.end > start]
+    s, e, f = (np.asarray(v, dtype=np.int64).reshape(-1) for v in (zip(*ivs) if ivs else ([], [], [])))
+    lo, hi = s - tol, e + tol
+
+    def holds(p: np.ndarray) -> np.ndarray:
+        return ((p[:, None] >= lo[None, :]) & (p[:, None] < hi[None, :])).any(axis=0)
+
+    unconfirmed = ~holds(pos)
+    in_view = window_targets(f, window, samples, np.asarray(beat_cls), cls)
+    other = holds(others)
+    lit_wrong = unconfirmed & in_view
+    if len(pos):
+        gap = np.maximum(np.maximum(lo[None, :] - pos[:, None], pos[:, None] - (hi[None, :] - 1)), 0).min(axis=0)
+    else:
+        gap = np.full(len(s), np.inf)
+    return {
+        "intervals": int(len(s)),
+        "unconfirmed": int(unconfirmed.sum()),
+        "false_alarm": int((unconfirmed & ~in_view).sum()),
+        "other_beat": int((lit_wrong & other).sum()),
+        "no_beat": int((lit_wrong & ~other).sum()),
+        "gap_samples": gap[lit_wrong],
+    }

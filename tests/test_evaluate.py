@@ -89,6 +89,11 @@ def test_scores_of_a_miss_a_false_alarm_and_the_150ms_edge_through_the_reconstru
     delay = scores["detection_delay_s"]["V"]  # beat 1000 first covered by window 0, beat 2000 by window 360
     assert (delay["n"], delay["max"], delay["p50"]) == (2, pytest.approx(1000 / 360), pytest.approx(680 / 360))
     assert scores["detection_delay_s"]["S"]["n"] == 0
+    # the false V interval lit the N beat at 3000 in a window holding V beats; the late S one came from a
+    # window with no S beat in view (the A beat at 5000 lies past its end)
+    un = scores["unconfirmed"]
+    assert (un["V"]["unconfirmed"], un["V"]["other_beat"], un["V"]["false_alarm"]) == (1, 1, 0)
+    assert (un["S"]["unconfirmed"], un["S"]["false_alarm"]) == (1, 1)
     # one-to-one matching of interval centres (what bxb sees): the edge interval's centre is 76 samples off
     bounds = np.arange(0, 6001, 90)
     sent = np.full(len(bounds) - 1, 100.0)

@@ -5,7 +5,8 @@ import pytest
 
 from stream_ecg.card import load_card
 from stream_ecg.postprocess import IntervalMerger, LabelledInterval, label_intervals
-from stream_ecg.scoring import beat_counts, detection_delays, detection_metrics, distribution, first_window_outcome, window_targets
+from stream_ecg.scoring import (beat_counts, detection_delays, detection_metrics, distribution, first_window_outcome,
+                                 unconfirmed_intervals, window_targets)
 
 TOL = 54  # 150 ms at 360 Hz
 
@@ -162,3 +163,23 @@ def test_first_window_outcome_says_whether_a_late_beat_lacked_the_alarm_or_the_i
 def test_detection_metrics():
     m = detection_metrics(np.array([1, 1, 0, 0], bool), np.array([0.9, 0.2, 0.8, 0.1]), 0.5)
     assert (m["se"], m["precision"], m["auc"]) == (0.5, 0.5, 0.75)
+
+
+def test_unconfirmed_intervals_split_false_alarms_from_wrongly_lit_beats():
+    window = 1000
+    beats = np.array([1000, 1300, 2000, 5000, 5300])
+    cls = np.array(["N", "V", "N", "N", "N"])
+    intervals = [
+        LabelledInterval(1290, 1310, "V", 0.9),  # the V beat: confirmed
+        LabelledInterval(990, 1010, "V", 0.9),  # its normal neighbour, in a window that holds the V beat
+        LabelledInterval(1500, 1540, "V", 0.9),  # between beats, in that window
+        LabelledInterval(4990, 5010, "V", 0.9),  # a window with no V beat in view: false alarm
+        LabelledInterval(1295, 1305, "S", 0.9),  # another class: not scored for V
+    ]
+    first_seen = np.array([800, 800, 900, 4500, 800])
+    out = unconfirmed_intervals(beats, cls, intervals, first_seen, "V", TOL, window)
+    assert {k: out[k] for k in ("intervals", "unconfirmed", "false_alarm", "other_beat", "no_beat")} == {
+        "intervals": 4, "unconfirmed": 3, "false_alarm": 1, "other_beat": 1, "no_beat": 1}
+    # how far each wrongly lit interval (+-TOL) lies from the V beat: the neighbour 1300 - (1010 + TOL - 1),
+    # the interval between beats (1500 - TOL) - 1300
+    assert out["gap_samples"].tolist() == [1300 - (1010 + TOL - 1), 1500 - TOL - 1300]

@@ -195,7 +195,8 @@ def validate(
         names = [o.name for o in outputs]
         ev = score_records(outputs, scored, margin)
         rows.append({"interval_rule": scored.interval_rule.to_dict(), "beat": ev["beat"], "window": ev["window"],
-                     "detection_delay_s": ev["detection_delay_s"], "first_window": ev["first_window"]})
+                     "detection_delay_s": ev["detection_delay_s"], "first_window": ev["first_window"],
+                     "unconfirmed": ev["unconfirmed"]})
     typer.echo(json.dumps({"records": names, "thresholds": card.thresholds, "by_rule": rows}, indent=2, default=float))
 
 
