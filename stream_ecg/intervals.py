@@ -23,6 +23,11 @@ class IntervalRule:
     # > 0: re-run an alarming window with each interval removed and publish only intervals whose removal lowers
     # the class logit by at least this fraction of the window's largest such drop (see postprocess.label_intervals)
     keep_drop: float = 0.0
+    # > 0: move each interval onto the beat it lit: the R peak nearest the interval's attention peak, if one
+    # lies within `snap` samples of the interval, published as R +- snap_half; an interval near no R peak is
+    # dropped (see snap_to_beats). 0: publish the attention map's own extent.
+    snap: int = 0
+    snap_half: int = 36  # samples; 100 ms at 360 Hz, about a QRS complex either side of the R peak
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:
@@ -31,6 +36,8 @@ class IntervalRule:
             raise ValueError(f"min_score={self.min_score} must lie in [0, 1]")
         if not 0.0 <= self.keep_drop <= 1.0:
             raise ValueError(f"keep_drop={self.keep_drop} must lie in [0, 1]")
+        if self.snap < 0 or self.snap_half < 1:
+            raise ValueError("snap must be >= 0 and snap_half >= 1")
         if self.min_len < 1 or self.merge_gap < 0:
             raise ValueError("min_len must be >= 1 and merge_gap >= 0")
 
@@ -76,3 +83,27 @@ def inside_any(positions: np.ndarray, intervals: list[tuple[int, int, float]] | 
     for s, e, *_ in intervals:
         out |= (pos >= s - tol) & (pos < e + tol)
     return out
+
+
+def snap_to_beats(intervals: list[tuple[int, int, float]], a: np.ndarray, peaks: np.ndarray, n: int,
+                  rule: IntervalRule) -> list[tuple[int, int, float]]:
+    """Intervals moved onto the beats they point at: for each, the R peak (`peaks`, window-relative)
+    nearest the sample where its attention peaks, if that R peak lies within `rule.snap` samples of
+    the interval, as [R - snap_half, R + snap_half) clipped to the window's `n` samples; intervals
+    that reach no R peak are dropped, and two intervals on one beat publish it once (the higher score).
+
+    Why: the attention map is a smooth bump that can sit on the ectopic beat's T wave or pause rather
+    than its QRS complex, and a bedside user wants the beat, not the bump."""
+    peaks = np.sort(np.asarray(peaks, dtype=np.int64).reshape(-1))
+    if rule.snap <= 0 or len(intervals) == 0:
+        return list(intervals) if rule.snap <= 0 else []
+    if len(peaks) == 0:
+        return []
+    a = np.asarray(a, dtype=np.float64).reshape(-1)
+    best: dict[int, float] = {}
+    for s, e, score in intervals:
+        top = s + int(np.argmax(a[s:e]))
+        r = int(peaks[np.argmin(np.abs(peaks - top))])
+        if max(s - r, r - (e - 1), 0) <= rule.snap:
+            best[r] = max(best.get(r, -np.inf), score)
+    return [(max(0, r - rule.snap_half), min(n, r + rule.snap_half), sc) for r, sc in sorted(best.items())]

@@ -19,7 +19,8 @@ from typing import Callable
 import numpy as np
 
 from .card import ModelCard
-from .intervals import attention_to_intervals
+from .intervals import attention_to_intervals, snap_to_beats
+from .rhythm import r_peaks
 
 InferFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -68,6 +69,8 @@ def label_intervals(
     for i in np.flatnonzero(window_alarm.any(axis=1)):
         classes = np.flatnonzero(window_alarm[i])
         candidates = attention_to_intervals(attention[i], card.interval_rule)
+        if card.interval_rule.snap > 0:
+            candidates = snap_to_beats(candidates, attention[i], r_peaks(x[i, 0], card.fs), x.shape[-1], card.interval_rule)
         test = len(classes) > 1 or (keep_drop > 0 and len(candidates) > 1)
         for s, e, peak in candidates:
             if test:

@@ -110,6 +110,16 @@ def test_cross_fitted_run_scores_each_record_with_the_member_that_held_it_out(tm
         rec = load_record(out.name, excerpt_dir())
         np.testing.assert_allclose(out.probs, run_record(CheckpointModel(card, ens.members[own]), rec).probs, atol=1e-6)
         assert not np.allclose(out.probs, run_record(CheckpointModel(card, ens.members[other]), rec).probs, atol=1e-3)
+    # a cache kept across calls (trainer validate's rules) gives the same outputs from one network pass
+    cache: dict = {}
+    first = held_out_outputs(tmp_path, card, excerpt_dir(), cache)
+    filled = len(cache)
+    again = held_out_outputs(tmp_path, card, excerpt_dir(), cache)
+    assert filled > 0 and len(cache) == filled
+    for a, b, c in zip(outputs, first, again):
+        np.testing.assert_array_equal(a.probs, c.probs)
+        np.testing.assert_array_equal(b.probs, c.probs)
+        assert a.intervals == c.intervals
     from trainer.bedside import member_spread
 
     oof = member_spread(tmp_path / "checkpoint.pt", "VAL", excerpt_dir())["out_of_fold"]

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from stream_ecg.intervals import IntervalRule, attention_to_intervals, inside_any, runs
+from stream_ecg.intervals import IntervalRule, attention_to_intervals, inside_any, runs, snap_to_beats
 from stream_ecg.scoring import binary_metrics, grade_window
 
 
@@ -65,3 +65,23 @@ def test_binary_metrics_known_values():
     assert m["sensitivity"] == pytest.approx(2 / 3)
     assert m["specificity"] == pytest.approx(1 / 2)
     assert m["auc"] == pytest.approx(5 / 6)  # 5 of the 6 (pos, neg) pairs ordered right
+
+
+def test_snap_moves_each_interval_onto_the_beat_it_points_at():
+    rule = IntervalRule(snap=72, snap_half=36)
+    a = np.zeros(2000)
+    a[560:700] = np.linspace(0.5, 1.0, 140)  # a bump on the T wave after the beat at 500, peaking at 699
+    a[1180:1240] = 0.8  # a bump right on the beat at 1200
+    a[1260:1300] = 0.9  # ... and a second one reaching the same beat: published once, with the higher score
+    a[1700:1760] = 0.6  # between beats, further than 72 samples from any R peak: dropped
+    peaks = np.array([500, 1200, 1990])
+    ivs = [(560, 700, 1.0), (1180, 1240, 0.8), (1260, 1300, 0.9), (1700, 1760, 0.6)]
+    out = snap_to_beats(ivs, a, peaks, 2000, rule)
+    # 699 is nearer the beat at 500 than any other; the interval starts 60 samples from it
+    assert out == [(464, 536, 1.0), (1164, 1236, 0.9)]
+    assert snap_to_beats(ivs, a, np.zeros(0, np.int64), 2000, rule) == []
+    assert snap_to_beats(ivs, a, peaks, 2000, IntervalRule()) == ivs  # snap 0: the map's own extent
+    # clipped to the window
+    assert snap_to_beats([(1950, 2000, 0.7)], a, peaks, 2000, rule) == [(1954, 2000, 0.7)]
+    with pytest.raises(ValueError):
+        IntervalRule(snap=-1)

@@ -183,3 +183,21 @@ def test_unconfirmed_intervals_split_false_alarms_from_wrongly_lit_beats():
     # how far each wrongly lit interval (+-TOL) lies from the V beat: the neighbour 1300 - (1010 + TOL - 1),
     # the interval between beats (1500 - TOL) - 1300
     assert out["gap_samples"].tolist() == [1300 - (1010 + TOL - 1), 1500 - TOL - 1300]
+
+
+def test_snap_publishes_the_beats_the_window_lit(tiny_model_dir):
+    import dataclasses
+
+    from stream_ecg.intervals import IntervalRule
+    from stream_ecg.rhythm import r_peaks
+
+    card = dataclasses.replace(load_card(tiny_model_dir), interval_rule=IntervalRule(snap=72))
+    x = np.zeros((1, 1, 2000), np.float32)
+    for r in (200, 600, 1000, 1400, 1800):  # narrow spikes as QRS complexes, 400 samples apart
+        x[0, 0, r - 5 : r + 6] = np.hanning(11)
+    assert r_peaks(x[0, 0], card.fs).tolist() == [200, 600, 1000, 1400, 1800]
+    att = np.zeros((1, 2000), np.float32)
+    att[0, 640:760] = 1.0  # on the T wave of the beat at 600
+    att[0, 1200:1260] = 0.7  # between beats, 140 samples from the nearest: not a beat
+    out = label_intervals(card, None, x, np.array([[0.1, 0.2, 0.9]], np.float32), att)
+    assert [(iv.start, iv.end, iv.label) for iv in out[0]] == [(564, 636, "V")]

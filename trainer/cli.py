@@ -188,10 +188,10 @@ def validate(
     else:
         card = ModelCard.from_dict({**card_from_run(ckpt, "run", "0", ""), "files": {}})
     card = dataclasses.replace(card, thresholds={**card.thresholds, **json.loads(thresholds)})
-    rows, names = [], []
+    rows, names, cache = [], [], {}
     for override in json.loads(rules):
         scored = dataclasses.replace(card, interval_rule=dataclasses.replace(card.interval_rule, **override))
-        outputs = held_out_outputs(run, scored, data)
+        outputs = held_out_outputs(run, scored, data, cache)
         names = [o.name for o in outputs]
         ev = score_records(outputs, scored, margin)
         rows.append({"interval_rule": scored.interval_rule.to_dict(), "beat": ev["beat"], "window": ev["window"],

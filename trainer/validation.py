@@ -7,6 +7,7 @@ member scores only the fold it never saw, so the pooled outputs are out-of-fold 
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -27,17 +28,27 @@ class CheckpointModel:
 
     backend = "torch-checkpoint"
 
-    def __init__(self, card: ModelCard, net: torch.nn.Module):
-        self.card, self.net = card, Deployable(net, "multilabel")
+    def __init__(self, card: ModelCard, net: torch.nn.Module, cache: dict | None = None, tag: object = None):
+        self.card, self.net, self.cache, self.tag = card, Deployable(net, "multilabel"), cache, tag
 
     def infer(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        key = (self.tag, x.shape, hashlib.blake2b(x.tobytes(), digest_size=16).digest())
+        if self.cache is not None and key in self.cache:
+            probs, attention = self.cache[key]
+            return probs.copy(), attention.copy()
         with torch.inference_mode():
-            probs, attention = self.net(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
-        return probs.numpy(), attention.numpy()
+            probs, attention = self.net(torch.from_numpy(x))
+        out = probs.numpy(), attention.numpy()
+        if self.cache is not None:
+            self.cache[key] = (out[0].copy(), out[1].copy())
+        return out
 
 
-def held_out_outputs(run: Path, card: ModelCard, data_dir=None) -> list[RecordOutput]:
-    """Each held-out DS1 record run by the network that did not train on it, with `card`'s rules."""
+def held_out_outputs(run: Path, card: ModelCard, data_dir=None, cache: dict | None = None) -> list[RecordOutput]:
+    """Each held-out DS1 record run by the network that did not train on it, with `card`'s rules.
+    `cache` (a dict kept across calls) remembers each batch's network outputs, so comparing interval
+    rules on one run costs one pass of the network, not one per rule."""
     model, ckpt = load_checkpoint(Path(run) / "checkpoint.pt")
     cfg = BedsideConfig.from_dict(ckpt["bedside"]["bedside_config"])
     if cfg.folds:
@@ -45,7 +56,7 @@ def held_out_outputs(run: Path, card: ModelCard, data_dir=None) -> list[RecordOu
     else:
         pairs = [(model, cfg.val_records)]
     outputs = []
-    for net, records in pairs:
-        runner = with_fusion(CheckpointModel(card, net))
+    for k, (net, records) in enumerate(pairs):
+        runner = with_fusion(CheckpointModel(card, net, cache, (str(run), k)))
         outputs.extend(run_record(runner, load_record(r, data_dir)) for r in records)
     return outputs
