@@ -55,6 +55,31 @@ def test_card_that_disagrees_with_the_model_is_refused(tiny_model_dir, tmp_path)
         load_model(bad)
 
 
+def test_recard_ships_the_same_files_with_a_new_interval_rule(tiny_model_dir, tmp_path):
+    from trainer.ship import recard
+
+    card = recard(tiny_model_dir, tmp_path / "snapped", "tiny-snap", "0.2.0", "trainer recard ...", {"snap": 72},
+                  evaluate=False)
+    new = load_card(tmp_path / "snapped")
+    old = load_card(tiny_model_dir)
+    assert new.files == old.files and new.interval_rule.snap == 72
+    assert new.interval_rule.threshold == old.interval_rule.threshold
+    assert card["derived_from"]["name"] == old.name and new.name == "tiny-snap"
+    assert {"onnxruntime_batch1", "torch_batch32"} <= set(card["latency_ms"])
+    assert "snap" in (tmp_path / "snapped" / "README.md").read_text()
+    model = load_model(tmp_path / "snapped")
+    x = np.zeros((1, model.card.channels, model.card.window), np.float32)
+    np.testing.assert_array_equal(model.infer(x)[0], load_model(tiny_model_dir).infer(x)[0])
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_model_dir, bad)
+    with open(bad / "model.onnx", "ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(CardError, match="sha256"):
+        recard(bad, tmp_path / "never", "x", "0", "", {"snap": 72}, evaluate=False)
+    with pytest.raises(ValueError):
+        recard(tiny_model_dir, tmp_path / "never2", "x", "0", "", {"snap": -1}, evaluate=False)
+
+
 def test_malformed_card_is_a_card_error(tmp_path):
     (tmp_path / "card.json").write_text("{not json")
     with pytest.raises(CardError):

@@ -162,6 +162,28 @@ def export(
 
 
 @app.command()
+def recard(
+    model: Path = typer.Option(..., "--model", help="A shipped model folder (card.json and its files)."),
+    out: Path = typer.Option(..., help="Model folder to write."),
+    name: str = typer.Option(...),
+    version: str = typer.Option(...),
+    rule: str = typer.Option(..., help='JSON overrides of the interval rule (chosen with `trainer validate`), e.g. \'{"snap": 72}\'.'),
+    data: Path | None = typer.Option(None, help="MIT-BIH directory for the DS2 evaluation."),
+    evaluate: bool = typer.Option(True, help="Evaluate on DS2 and put the metrics in the card."),
+    make_default: bool = typer.Option(False, help="Write edge_models/DEFAULT naming this model."),
+    results: Path = typer.Option(Path("docs/results"), help="Where bedside_ds2.json goes."),
+) -> None:
+    """A shipped model with a new interval rule: same model files, new card, re-measured latency and DS2 metrics."""
+    from .ship import recard as recard_model
+
+    card = recard_model(model, out, name, version, _command(), json.loads(rule), data, evaluate, results)
+    if make_default and out.parent.name == "edge_models":
+        (out.parent / "DEFAULT").write_text(out.name + "\n")
+    typer.echo(json.dumps({k: card[k] for k in ("name", "files", "interval_rule", "latency_ms", "metrics") if k in card},
+                          indent=2, default=float))
+
+
+@app.command()
 def validate(
     run: Path = typer.Option(Path("runs/bedside"), help="The training run (checkpoint.pt) whose held-out records to score."),
     model_dir: Path | None = typer.Option(None, "--model", help="Take thresholds and interval rule from this exported card (default: the run's)."),

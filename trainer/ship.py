@@ -49,6 +49,17 @@ CONTEXT_LIMITS = (
 )
 
 
+INTERVAL_LABELLING = (
+    "a window alarming for one class gives it to each attention interval whose peak reaches "
+    "interval_rule.min_score of the window's peak; with interval_rule.snap > 0 each interval first moves onto the R peak "
+    "(stream_ecg.rhythm.r_peaks on the first lead) nearest its attention peak, if one lies within snap samples of it, "
+    "and is published as that R peak +- snap_half samples, else dropped; a window alarming for S and V re-runs the "
+    "model with each interval removed (+-18 samples) and gives it the class whose probability falls most relative to "
+    "its threshold; with interval_rule.keep_drop > 0 every alarming window with several intervals is re-run so and an "
+    "interval is published only if removing it lowers its class logit by keep_drop x the window's largest drop; "
+    "score = window class probability x the interval's normalised attention peak"
+)
+
 RESIDUAL_TEXT = (
     "residual: the first z-scored lead minus the window's median beat (sample by sample over the snippets from "
     f"{PRE_S} s before to {POST_S} s after each R peak lying whole in the window), over each beat's span; zeros "
@@ -96,12 +107,7 @@ def card_from_run(ckpt: dict, name: str, version: str, command: str) -> dict:
         "pooling": mc["pooling"],
         "pool_kernel": mc["pool_kernel"],
         "interval_rule": cfg["rule"],
-        "interval_labelling": "a window alarming for one class gives it to each attention interval whose peak reaches "
-        "interval_rule.min_score of the window's peak; a window alarming for S and V re-runs the model with each interval "
-        "removed (+-18 samples) and gives it the class whose probability falls most relative to its threshold; with "
-        "interval_rule.keep_drop > 0 every alarming window with several intervals is re-run so and an interval is published "
-        "only if removing it lowers its class logit by keep_drop x the window's largest drop; "
-        "score = window class probability x the interval's normalised attention peak",
+        "interval_labelling": INTERVAL_LABELLING,
         "model_config": mc,
         "ensemble": {
             "members": int(ckpt.get("members", 1)),
@@ -177,18 +183,56 @@ def ship(run: Path, out: Path, name: str, version: str, command: str, data_dir=N
     card = write_model_folder(Deployable(model, "multilabel"), out, card, check_windows(cfg))
     card["latency_ms"] = measure_latency(out, cfg.window)
     if evaluate:
-        ev = evaluate_ds2(out, data_dir, cfg.margin)
-        w = ev["whole_record"]
-        card["metrics"] = {
-            "ds2": {
-                "beat": {c: {"se": w["beat"][c]["se"], "ppv": w["beat"][c]["ppv"]} for c in ABNORMAL},
-                "window": {c: {k: w["window"][c][k] for k in ("se", "precision", "auc")} for c in ABNORMAL},
-                "beat_from_5_min": {c: {"se": ev["from_5_min"]["beat"][c]["se"], "ppv": ev["from_5_min"]["beat"][c]["ppv"]} for c in ABNORMAL},
-                "evaluation_seconds": ev["seconds"],
-            }
+        card["metrics"] = _ds2_metrics(out, data_dir, cfg.margin, name, command, results)
+    return _write_card(out, card)
+
+
+def recard(source: Path, out: Path, name: str, version: str, command: str, rule: dict, data_dir=None,
+           evaluate: bool = True, results: Path = Path("docs/results"), margin: int = BedsideConfig.margin) -> dict:
+    """A shipped model with a new interval rule: the same model files (checksums verified), a card
+    whose rule takes `rule`'s overrides, re-measured latency and DS2 metrics.
+
+    Why: the interval rule is post-processing, so a rule chosen on DS1 after training can ship on the
+    very network that was judged, without retraining (which does not reproduce bit for bit across
+    CPU models)."""
+    import shutil
+
+    from stream_ecg.card import load_card
+
+    load_card(source)  # refuses a folder whose files do not match its card
+    card = json.loads((Path(source) / CARD_FILE).read_text())
+    derived = {"name": card["name"], "version": card["version"], "export_command": card.get("export_command")}
+    out.mkdir(parents=True, exist_ok=True)
+    for f in card["files"]:
+        shutil.copy2(Path(source) / f, out / f)
+    card = {**card, "name": name, "version": version, "export_command": command, "derived_from": derived,
+            "interval_labelling": INTERVAL_LABELLING}
+    card["interval_rule"] = IntervalRule.from_dict({**card["interval_rule"], **rule}).to_dict()
+    card.pop("metrics", None)
+    (out / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
+    card["latency_ms"] = measure_latency(out, int(card["window"]))
+    if evaluate:
+        card["metrics"] = _ds2_metrics(out, data_dir, margin, name, command, results)
+    return _write_card(out, card)
+
+
+def _ds2_metrics(out: Path, data_dir, margin: int, name: str, command: str, results: Path) -> dict:
+    """The card's DS2 metrics; the whole evaluation is written to results/bedside_ds2.json."""
+    ev = evaluate_ds2(out, data_dir, margin)
+    w = ev["whole_record"]
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "bedside_ds2.json").write_text(json.dumps({**ev, "model": name, "command": command}, indent=2, default=float))
+    return {
+        "ds2": {
+            "beat": {c: {"se": w["beat"][c]["se"], "ppv": w["beat"][c]["ppv"]} for c in ABNORMAL},
+            "window": {c: {k: w["window"][c][k] for k in ("se", "precision", "auc")} for c in ABNORMAL},
+            "beat_from_5_min": {c: {"se": ev["from_5_min"]["beat"][c]["se"], "ppv": ev["from_5_min"]["beat"][c]["ppv"]} for c in ABNORMAL},
+            "evaluation_seconds": ev["seconds"],
         }
-        results.mkdir(parents=True, exist_ok=True)
-        (results / "bedside_ds2.json").write_text(json.dumps({**ev, "model": name, "command": command}, indent=2, default=float))
+    }
+
+
+def _write_card(out: Path, card: dict) -> dict:
     (out / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
     (out / "README.md").write_text(model_readme(card))
     ModelCard.from_dict(card)
