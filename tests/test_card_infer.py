@@ -66,7 +66,6 @@ def test_recard_ships_the_same_files_with_a_new_interval_rule(tiny_model_dir, tm
     assert new.interval_rule.threshold == old.interval_rule.threshold
     assert card["derived_from"]["name"] == old.name and new.name == "tiny-snap"
     assert {"onnxruntime_batch1", "torch_batch32"} <= set(card["latency_ms"])
-    assert "snap" in (tmp_path / "snapped" / "README.md").read_text()
     model = load_model(tmp_path / "snapped")
     x = np.zeros((1, model.card.channels, model.card.window), np.float32)
     np.testing.assert_array_equal(model.infer(x)[0], load_model(tiny_model_dir).infer(x)[0])
@@ -78,6 +77,10 @@ def test_recard_ships_the_same_files_with_a_new_interval_rule(tiny_model_dir, tm
         recard(bad, tmp_path / "never", "x", "0", "", {"snap": 72}, evaluate=False)
     with pytest.raises(ValueError):
         recard(tiny_model_dir, tmp_path / "never2", "x", "0", "", {"snap": -1}, evaluate=False)
+    stricter = recard(tiny_model_dir, tmp_path / "stricter", "x", "0", "", {}, evaluate=False, thresholds={"V": 0.9})
+    assert stricter["thresholds"]["V"] == 0.9 and load_card(tmp_path / "stricter").thresholds["V"] == 0.9
+    with pytest.raises(ValueError, match="does not alarm"):
+        recard(tiny_model_dir, tmp_path / "never3", "x", "0", "", {}, evaluate=False, thresholds={"N": 0.5})
 
 
 def test_malformed_card_is_a_card_error(tmp_path):

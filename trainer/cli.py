@@ -167,16 +167,18 @@ def recard(
     out: Path = typer.Option(..., help="Model folder to write."),
     name: str = typer.Option(...),
     version: str = typer.Option(...),
-    rule: str = typer.Option(..., help='JSON overrides of the interval rule (chosen with `trainer validate`), e.g. \'{"snap": 72}\'.'),
+    rule: str = typer.Option("{}", help='JSON overrides of the interval rule (chosen with `trainer validate`), e.g. \'{"snap": 72}\'.'),
     data: Path | None = typer.Option(None, help="MIT-BIH directory for the DS2 evaluation."),
     evaluate: bool = typer.Option(True, help="Evaluate on DS2 and put the metrics in the card."),
     make_default: bool = typer.Option(False, help="Write edge_models/DEFAULT naming this model."),
     results: Path = typer.Option(Path("docs/results"), help="Where bedside_ds2.json goes."),
+    thresholds: str = typer.Option("{}", help='JSON overrides of the class thresholds, e.g. \'{"V": 0.8}\'.'),
 ) -> None:
-    """A shipped model with a new interval rule: same model files, new card, re-measured latency and DS2 metrics."""
+    """A shipped model with a new interval rule or thresholds: same model files, new card, re-measured latency and DS2 metrics."""
     from .ship import recard as recard_model
 
-    card = recard_model(model, out, name, version, _command(), json.loads(rule), data, evaluate, results)
+    card = recard_model(model, out, name, version, _command(), json.loads(rule), data, evaluate, results,
+                        thresholds=json.loads(thresholds))
     if make_default and out.parent.name == "edge_models":
         (out.parent / "DEFAULT").write_text(out.name + "\n")
     typer.echo(json.dumps({k: card[k] for k in ("name", "files", "interval_rule", "latency_ms", "metrics") if k in card},
@@ -189,7 +191,7 @@ def validate(
     model_dir: Path | None = typer.Option(None, "--model", help="Take thresholds and interval rule from this exported card (default: the run's)."),
     data: Path | None = typer.Option(None, help="MIT-BIH directory."),
     rules: str = typer.Option("[{}]", help='JSON list of interval-rule overrides to compare, e.g. \'[{}, {"keep_drop": 0.5}]\'.'),
-    thresholds: str = typer.Option("{}", help='JSON overrides of the card\'s class thresholds, e.g. \'{"S": 0.3}\'.'),
+    thresholds: str = typer.Option("{}", help='JSON overrides of the card\'s class thresholds, e.g. \'{"S": 0.3}\', or a list of them to compare (each with every rule).'),
 ) -> None:
     """Beat- and window-level scores on the run's held-out DS1 records (out-of-fold for a cross-fitted
     run): model and rule choice without touching DS2."""
@@ -209,16 +211,20 @@ def validate(
         card = load_card(model_dir)
     else:
         card = ModelCard.from_dict({**card_from_run(ckpt, "run", "0", ""), "files": {}})
-    card = dataclasses.replace(card, thresholds={**card.thresholds, **json.loads(thresholds)})
+    grid = json.loads(thresholds)
     rows, names, cache = [], [], {}
-    for override in json.loads(rules):
-        scored = dataclasses.replace(card, interval_rule=dataclasses.replace(card.interval_rule, **override))
-        outputs = held_out_outputs(run, scored, data, cache)
-        names = [o.name for o in outputs]
-        ev = score_records(outputs, scored, margin)
-        rows.append({"interval_rule": scored.interval_rule.to_dict(), "beat": ev["beat"], "window": ev["window"],
-                     "detection_delay_s": ev["detection_delay_s"], "first_window": ev["first_window"],
-                     "unconfirmed": ev["unconfirmed"]})
+    for override in grid if isinstance(grid, list) else [grid]:
+        at = dataclasses.replace(card, thresholds={**card.thresholds, **override})
+        for rule_override in json.loads(rules):
+            scored = dataclasses.replace(at, interval_rule=dataclasses.replace(at.interval_rule, **rule_override))
+            outputs = held_out_outputs(run, scored, data, cache)
+            names = [o.name for o in outputs]
+            ev = score_records(outputs, scored, margin)
+            rows.append({"thresholds": scored.thresholds, "interval_rule": scored.interval_rule.to_dict(), "beat": ev["beat"],
+                         "window": ev["window"], "detection_delay_s": ev["detection_delay_s"],
+                         "first_window": ev["first_window"], "unconfirmed": ev["unconfirmed"],
+                         "records_unconfirmed": {r["record"]: {c: r[c]["unconfirmed"] for c in scored.abnormal}
+                                                 for r in ev["records"]}})
     typer.echo(json.dumps({"records": names, "thresholds": card.thresholds, "by_rule": rows}, indent=2, default=float))
 
 

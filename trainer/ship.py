@@ -188,13 +188,15 @@ def ship(run: Path, out: Path, name: str, version: str, command: str, data_dir=N
 
 
 def recard(source: Path, out: Path, name: str, version: str, command: str, rule: dict, data_dir=None,
-           evaluate: bool = True, results: Path = Path("docs/results"), margin: int = BedsideConfig.margin) -> dict:
-    """A shipped model with a new interval rule: the same model files (checksums verified), a card
-    whose rule takes `rule`'s overrides, re-measured latency and DS2 metrics.
+           evaluate: bool = True, results: Path = Path("docs/results"), margin: int = BedsideConfig.margin,
+           thresholds: dict | None = None) -> dict:
+    """A shipped model with a new interval rule (and class thresholds): the same model files
+    (checksums verified), a card taking `rule`'s and `thresholds`' overrides, re-measured latency and
+    DS2 metrics.
 
-    Why: the interval rule is post-processing, so a rule chosen on DS1 after training can ship on the
-    very network that was judged, without retraining (which does not reproduce bit for bit across
-    CPU models)."""
+    Why: the interval rule and thresholds are post-processing, so a choice made on DS1 after training
+    can ship on the very network that was judged, without retraining (which does not reproduce bit
+    for bit across CPU models)."""
     import shutil
 
     from stream_ecg.card import load_card
@@ -208,12 +210,16 @@ def recard(source: Path, out: Path, name: str, version: str, command: str, rule:
     card = {**card, "name": name, "version": version, "export_command": command, "derived_from": derived,
             "interval_labelling": INTERVAL_LABELLING}
     card["interval_rule"] = IntervalRule.from_dict({**card["interval_rule"], **rule}).to_dict()
+    unknown = set(thresholds or {}) - set(card["thresholds"])
+    if unknown:
+        raise ValueError(f"thresholds for classes the card does not alarm on: {sorted(unknown)}")
+    card["thresholds"] = {**card["thresholds"], **(thresholds or {})}
     card.pop("metrics", None)
     (out / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
     card["latency_ms"] = measure_latency(out, int(card["window"]))
     if evaluate:
         card["metrics"] = _ds2_metrics(out, data_dir, margin, name, command, results)
-    return _write_card(out, card)
+    return _write_card(out, card, readme=(Path(source) / "README.md").exists())  # a shipped model has one
 
 
 def _ds2_metrics(out: Path, data_dir, margin: int, name: str, command: str, results: Path) -> dict:
@@ -232,9 +238,10 @@ def _ds2_metrics(out: Path, data_dir, margin: int, name: str, command: str, resu
     }
 
 
-def _write_card(out: Path, card: dict) -> dict:
+def _write_card(out: Path, card: dict, readme: bool = True) -> dict:
     (out / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
-    (out / "README.md").write_text(model_readme(card))
+    if readme:
+        (out / "README.md").write_text(model_readme(card))
     ModelCard.from_dict(card)
     return card
 
