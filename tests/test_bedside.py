@@ -1,5 +1,7 @@
 """Bedside windows are cut and labelled the way the runtime sees them."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -120,6 +122,18 @@ def test_cross_fitted_run_scores_each_record_with_the_member_that_held_it_out(tm
         np.testing.assert_array_equal(a.probs, c.probs)
         np.testing.assert_array_equal(b.probs, c.probs)
         assert a.intervals == c.intervals
+    # trainer validate: every threshold override with every rule, from one network pass
+    from typer.testing import CliRunner
+
+    from trainer.cli import app
+
+    res = CliRunner().invoke(app, ["validate", "--run", str(tmp_path), "--model", str(tiny_model_dir), "--data",
+                                   str(excerpt_dir()), "--rules", '[{}, {"snap": 72}]', "--thresholds", '[{}, {"V": 0.999}]'])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.output)["by_rule"]
+    assert [(r["thresholds"]["V"], r["interval_rule"]["snap"]) for r in rows] == [
+        (card.thresholds["V"], 0), (card.thresholds["V"], 72), (0.999, 0), (0.999, 72)]
+    assert set(rows[0]["records_unconfirmed"]) == {"208", "100"}
     from trainer.bedside import member_spread
 
     oof = member_spread(tmp_path / "checkpoint.pt", "VAL", excerpt_dir())["out_of_fold"]
