@@ -92,12 +92,13 @@ def snap_to_beats(intervals: list[tuple[int, int, float]], a: np.ndarray, peaks:
     the interval, as [R - snap_half, R + snap_half) clipped to the window's `n` samples; intervals
     that reach no R peak are dropped, and two intervals on one beat publish it once (the higher score).
 
-    Why: the attention map is a smooth bump that can sit on the ectopic beat's T wave or pause rather
-    than its QRS complex, and a bedside user wants the beat, not the bump."""
+    Why: the attention map is a smooth bump that can sit beside the QRS complex (on its T wave or
+    pause), and a bedside user may want the beat, not the bump. Measured out of fold on DS1 it moved
+    the beat scores little (docs/results_notes.md), so it is off in the shipped cards."""
+    if rule.snap <= 0:
+        return list(intervals)
     peaks = np.sort(np.asarray(peaks, dtype=np.int64).reshape(-1))
-    if rule.snap <= 0 or len(intervals) == 0:
-        return list(intervals) if rule.snap <= 0 else []
-    if len(peaks) == 0:
+    if len(intervals) == 0 or len(peaks) == 0:
         return []
     a = np.asarray(a, dtype=np.float64).reshape(-1)
     best: dict[int, float] = {}

@@ -33,16 +33,18 @@ class CheckpointModel:
 
     def infer(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x = np.ascontiguousarray(x, dtype=np.float32)
+        if self.cache is None:
+            return self._run(x)
         key = (self.tag, x.shape, hashlib.blake2b(x.tobytes(), digest_size=16).digest())
-        if self.cache is not None and key in self.cache:
-            probs, attention = self.cache[key]
-            return probs.copy(), attention.copy()
+        if key not in self.cache:
+            self.cache[key] = self._run(x)
+        probs, attention = self.cache[key]
+        return probs.copy(), attention.copy()  # callers may write into what they get
+
+    def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with torch.inference_mode():
             probs, attention = self.net(torch.from_numpy(x))
-        out = probs.numpy(), attention.numpy()
-        if self.cache is not None:
-            self.cache[key] = (out[0].copy(), out[1].copy())
-        return out
+        return probs.numpy(), attention.numpy()
 
 
 def held_out_outputs(run: Path, card: ModelCard, data_dir=None, cache: dict | None = None) -> list[RecordOutput]:
