@@ -40,6 +40,16 @@ def test_augment_keeps_shape_and_normalisation():
     np.testing.assert_allclose(out.std(-1), 1, atol=1e-3)
 
 
+def test_lead_dropout_zeroes_the_ecg_leads_of_a_share_of_windows_and_keeps_the_derived_channels():
+    x = np.random.default_rng(0).normal(size=(400, 4, 500)).astype(np.float32)  # 2 leads + 2 derived channels
+    out = augment(x, np.random.default_rng(1), leads=2, lead_dropout=0.25)
+    dropped = ~out[:, :2].any(axis=(1, 2))
+    assert 0.15 < dropped.mean() < 0.35
+    np.testing.assert_array_equal(out[:, 2:], x[:, 2:])  # rhythm / residual untouched, dropped or not
+    kept = augment(x, np.random.default_rng(1), leads=2)  # off: no window loses its leads
+    assert kept[:, :2].any(axis=(1, 2)).all()
+
+
 def test_best_threshold_separates_clean_scores():
     truth = np.array([0, 0, 0, 1, 1], bool)
     t = best_threshold(truth, np.array([0.1, 0.2, 0.3, 0.8, 0.9]))

@@ -59,6 +59,7 @@ class BedsideConfig:
     folds: tuple[tuple[str, ...], ...] = ()  # non-empty: cross-fitted members, val_records unused
     leads: tuple[str, ...] = ("MLII",)  # slots of LEAD_ALIASES the model takes, in channel order
     missing_p: float = 0.1  # with a second slot: share of training windows whose chest slot holds MLII again
+    lead_dropout: float = 0.0  # share of training windows whose ECG leads are zeroed, the derived channels kept
 
     @property
     def lead_contract(self) -> LeadContract:
@@ -150,11 +151,13 @@ def balanced_p(y: np.ndarray) -> np.ndarray:
 
 
 def augment(x: np.ndarray, rng: np.random.Generator, leads: int = 1, eps: float = DspConfig().norm_eps,
-            missing_p: float = 0.0) -> np.ndarray:
+            missing_p: float = 0.0, lead_dropout: float = 0.0) -> np.ndarray:
     """Noise, baseline wander and amplitude/polarity-preserving gain on the ECG leads, then the same
     z-score again; rhythm channels after the first `leads` pass through (they were computed clean).
     With several leads, a `missing_p` share of windows get the first lead in every other slot: what
-    the lead contract serves from a one-lead stream."""
+    the lead contract serves from a one-lead stream. A `lead_dropout` share of windows lose their ECG
+    leads (zeros) and keep the derived channels (rhythm, residual): a training-only regulariser that
+    makes the network read a beat against its neighbours, not only by its shape."""
     x, rest = x[:, :leads], x[:, leads:]
     n, _, t = x.shape
     tt = np.arange(t)[None, None, :]
@@ -165,6 +168,8 @@ def augment(x: np.ndarray, rng: np.random.Generator, leads: int = 1, eps: float 
     if leads > 1 and missing_p > 0:  # after the noise: the runtime copies the one lead, noise and all
         gone = rng.random(n) < missing_p
         ecg[gone, 1:] = ecg[gone, :1]
+    if lead_dropout > 0 and rest.shape[1]:
+        ecg[rng.random(n) < lead_dropout] = 0.0
     return np.concatenate([ecg, rest], axis=1) if rest.shape[1] else ecg
 
 
@@ -226,7 +231,8 @@ def train_bedside(cfg: BedsideConfig, train_cfg, out: Path, data_dir=None, epoch
         train, val = split(ds1, folds[k % len(folds)], cfg.hop)
         members.append(train_model(
             mcfg, dataclasses.replace(train_cfg, seed=seed), (train.x, train.y), (val.x, val.y),
-            augment=functools.partial(augment, leads=len(cfg.leads), eps=cfg.dsp.norm_eps, missing_p=cfg.missing_p), desc=f"bedside seed {seed}",
+            augment=functools.partial(augment, leads=len(cfg.leads), eps=cfg.dsp.norm_eps, missing_p=cfg.missing_p,
+                                      lead_dropout=cfg.lead_dropout), desc=f"bedside seed {seed}",
             objective=MultiLabelObjective(train.y, train.w, val.y, val.w), sample_p=balanced_p(train.y), epoch_size=epoch_size,
             teacher=teacher_net, distill=distill,
         ))

@@ -45,6 +45,8 @@ def train(
     teacher: Path | None = typer.Option(None, help="bedside: a bedside checkpoint.pt (e.g. the shipped ensemble's run) whose outputs each member also learns."),
     distill: float = typer.Option(0.5, min=0.0, max=1.0, help="bedside: weight of the teacher's outputs in the loss."),
     select: str = typer.Option("best", help="best: keep the best validation epoch, stop early | last: train the whole schedule, keep the end."),
+    lead_dropout: float = typer.Option(0.0, min=0.0, max=1.0, help="bedside: share of training windows whose ECG leads "
+                                       "are zeroed, the rhythm and residual channels kept (training only)."),
     folds: bool = typer.Option(False, help="bedside: cross-fit one member per DS1 record fold (trainer.bedside.FOLDS); "
                                "thresholds from the pooled out-of-fold scores of all DS1 records."),
 ) -> None:
@@ -60,7 +62,7 @@ def train(
 
         cfg = BedsideConfig(dsp=DspConfig(rhythm=rhythm, rhythm_context=rhythm_context, rhythm_both=rhythm_both,
                                             beat_residual=beat_residual), model={**BEDSIDE_MODEL, "pool_kernel": kernel, **json.loads(model)},
-                            folds=FOLDS if folds else (), leads=_lead_slots(leads))
+                            folds=FOLDS if folds else (), leads=_lead_slots(leads), lead_dropout=lead_dropout)
         report = train_bedside(cfg, tcfg, out, data, epoch_size=epoch_size, seeds=tuple(int(v) for v in seeds.split(",") if v),
                                teacher=teacher, distill=distill)
     elif task == "paper":
