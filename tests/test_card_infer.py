@@ -79,6 +79,8 @@ def test_recard_ships_the_same_files_with_a_new_interval_rule(tiny_model_dir, tm
         recard(tiny_model_dir, tmp_path / "never2", "x", "0", "", {"snap": -1}, evaluate=False)
     stricter = recard(tiny_model_dir, tmp_path / "stricter", "x", "0", "", {}, evaluate=False, thresholds={"V": 0.9})
     assert stricter["thresholds"]["V"] == 0.9 and load_card(tmp_path / "stricter").thresholds["V"] == 0.9
+    # the card (and so its README) tells thresholds chosen after training from the training run's own
+    assert stricter["threshold_overrides"] == {"V": 0.9} and "threshold_overrides" not in card
     with pytest.raises(ValueError, match="does not alarm"):
         recard(tiny_model_dir, tmp_path / "never3", "x", "0", "", {}, evaluate=False, thresholds={"N": 0.5})
 

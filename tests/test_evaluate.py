@@ -67,11 +67,12 @@ def _hand_made(card) -> tuple[Collected, Beats]:
     """V beats at 1000 (found), 2000 (found by an interval starting exactly 150 ms later), 4000 (missed);
     a false V alarm on the N beat at 3000; the S beat at 5000 has an S interval 151 ms late (miss + false alarm)."""
     beats = Beats(np.array([1000, 2000, 3000, 4000, 5000]), np.array(["V", "V", "N", "V", "A"]))
+    v = (1 + card.thresholds["V"]) / 2  # alarming for V whatever the shipped threshold
     results = [
-        _result(card, 0, 100.5, [(980, 1020, "V")], v=0.99),
-        _result(card, 360, 101.0, [(2000 + TOL, 2100, "V")], v=0.99),
-        _result(card, 720, 101.5, [(2990, 3010, "V"), (5000 + TOL + 1, 5100, "S")], v=0.99),
-        _result(card, 1080, 102.0, v=0.99),
+        _result(card, 0, 100.5, [(980, 1020, "V")], v=v),
+        _result(card, 360, 101.0, [(2000 + TOL, 2100, "V")], v=v),
+        _result(card, 720, 101.5, [(2990, 3010, "V"), (5000 + TOL + 1, 5100, "S")], v=v),
+        _result(card, 1080, 102.0, v=v),
         _result(card, 2880, 103.0),
     ]
     return collect_results("hand", card, results, beats, card.fs), beats

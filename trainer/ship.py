@@ -214,6 +214,8 @@ def recard(source: Path, out: Path, name: str, version: str, command: str, rule:
     if unknown:
         raise ValueError(f"thresholds for classes the card does not alarm on: {sorted(unknown)}")
     card["thresholds"] = {**card["thresholds"], **(thresholds or {})}
+    if thresholds:  # the README must not credit these to the training run's threshold rule
+        card["threshold_overrides"] = {**card.get("threshold_overrides", {}), **thresholds}
     card.pop("metrics", None)
     (out / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
     card["latency_ms"] = measure_latency(out, int(card["window"]))
@@ -266,6 +268,8 @@ def model_readme(card: dict) -> str:
         (f"- thresholds (max window F1 on the out-of-fold windows of every DS1 record, each scored by the member that held it out): {card['thresholds']}"
          if card["training"].get("folds") else
          f"- thresholds (chosen on the validation records {card['training']['validation_records']}): {card['thresholds']}"),
+        *([f"- threshold overrides, chosen after training (`trainer recard`; rules in docs/results_notes.md): "
+           f"{card['threshold_overrides']}"] if card.get("threshold_overrides") else []),
         *([f"- rhythm fusion {card['rhythm_fusion']}: {card['rhythm_fusion_rule']}"] if card.get("rhythm_fusion") else []),
         f"- inputs: {card.get('inputs', card['leads'])}; rhythm channels: {card.get('rhythm', 'none')}",
         *([f"- beat {card['residual']}"] if card.get("residual") else []),
