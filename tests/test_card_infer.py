@@ -56,7 +56,7 @@ def test_card_that_disagrees_with_the_model_is_refused(tiny_model_dir, tmp_path)
 
 
 def test_recard_ships_the_same_files_with_a_new_interval_rule(tiny_model_dir, tmp_path):
-    from trainer.ship import recard
+    from trainer.ship import model_readme, recard
 
     card = recard(tiny_model_dir, tmp_path / "snapped", "tiny-snap", "0.2.0", "trainer recard ...", {"snap": 72},
                   evaluate=False)
@@ -81,6 +81,10 @@ def test_recard_ships_the_same_files_with_a_new_interval_rule(tiny_model_dir, tm
     assert stricter["thresholds"]["V"] == 0.9 and load_card(tmp_path / "stricter").thresholds["V"] == 0.9
     # the card (and so its README) tells thresholds chosen after training from the training run's own
     assert stricter["threshold_overrides"] == {"V": 0.9} and "threshold_overrides" not in card
+    shipped = json.loads((default_model_dir() / "card.json").read_text())  # a card with every README field
+    readme = model_readme({**shipped, "thresholds": {**shipped["thresholds"], "V": 0.9}, "threshold_overrides": {"V": 0.9}})
+    run_line = next(line for line in readme.splitlines() if line.startswith("- thresholds ("))
+    assert "'V'" not in run_line and "{'V': 0.9}" in readme
     with pytest.raises(ValueError, match="does not alarm"):
         recard(tiny_model_dir, tmp_path / "never3", "x", "0", "", {}, evaluate=False, thresholds={"N": 0.5})
 

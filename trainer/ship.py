@@ -253,6 +253,8 @@ def _pct(v) -> str:
 
 
 def model_readme(card: dict) -> str:
+    overrides = card.get("threshold_overrides", {})
+    run_thresholds = {k: v for k, v in card["thresholds"].items() if k not in overrides}  # credit each to its rule
     lines = [
         f"# {card['name']} (v{card['version']})",
         "",
@@ -265,11 +267,11 @@ def model_readme(card: dict) -> str:
         f"({card['hop'] / card['fs']:.2f} s)",
         f"- DSP: {card['dsp']}; {card['normalisation']}",
         f"- classes: {card['classes']} ({card['output']})",
-        (f"- thresholds (max window F1 on the out-of-fold windows of every DS1 record, each scored by the member that held it out): {card['thresholds']}"
+        (f"- thresholds (max window F1 on the out-of-fold windows of every DS1 record, each scored by the member that held it out): {run_thresholds}"
          if card["training"].get("folds") else
-         f"- thresholds (chosen on the validation records {card['training']['validation_records']}): {card['thresholds']}"),
+         f"- thresholds (chosen on the validation records {card['training']['validation_records']}): {run_thresholds}"),
         *([f"- threshold overrides, chosen after training (`trainer recard`; rules in docs/results_notes.md): "
-           f"{card['threshold_overrides']}"] if card.get("threshold_overrides") else []),
+           f"{overrides}"] if overrides else []),
         *([f"- rhythm fusion {card['rhythm_fusion']}: {card['rhythm_fusion_rule']}"] if card.get("rhythm_fusion") else []),
         f"- inputs: {card.get('inputs', card['leads'])}; rhythm channels: {card.get('rhythm', 'none')}",
         *([f"- beat {card['residual']}"] if card.get("residual") else []),
