@@ -308,3 +308,42 @@ def test_training_refuses_a_bypass_that_would_pass_the_residual_unattended(tmp_p
     cfg = BedsideConfig(dsp=DspConfig(rhythm=True, beat_residual=True), model={"bypass": 2})
     with pytest.raises(ValueError, match=r"only rhythm channels .* may bypass"):
         train_bedside(cfg, TrainConfig(), tmp_path / "run", data_dir=tmp_path / "no-data")
+
+
+def test_combined_seed_sets_score_each_record_with_the_mean_of_the_members_that_held_it_out(tmp_path, fused_model_dir):
+    import torch
+
+    from stream_ecg.card import load_card
+    from stream_ecg.dsp import DspConfig
+    from trainer.bedside import combine_runs, held_out, record_windows
+    from trainer.model import JointEnsemble, JointModelConfig
+    from trainer.train import TrainConfig, TrainResult, load_checkpoint, predict_logits, save_checkpoint
+
+    mcfg = JointModelConfig.from_dict(load_card(fused_model_dir).model_config)
+    cfg = BedsideConfig(folds=(("208",), ("100",)), dsp=DspConfig(rhythm=True))
+    runs = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        runs.append(JointEnsemble(mcfg, 2).eval())
+        (tmp_path / f"r{seed}").mkdir()
+        meta = {"bedside_config": cfg.to_dict(), "seeds": [seed, seed + 10], "best_epoch": [3, 4], "train_seconds": 10.0 * seed}
+        save_checkpoint(tmp_path / f"r{seed}" / "checkpoint.pt", TrainResult(model=runs[-1]), mcfg, TrainConfig(), extra={"bedside": meta})
+    report = combine_runs([tmp_path / "r1", tmp_path / "r2"], tmp_path / "both", "trainer combine ...", excerpt_dir())
+    assert report["seeds"] == [1, 11, 2, 12] and report["train_seconds"] == 30.0
+    model, ckpt = load_checkpoint(tmp_path / "both" / "checkpoint.pt")
+    assert ckpt["members"] == 4 and set(ckpt["bedside"]["thresholds"]) == {"S", "V"}
+    ws = record_windows("100", cfg, cfg.hop, excerpt_dir())  # 100 is fold 1: member 1 of each run, members 1 and 3 combined
+    own = [predict_logits(r.members[1], ws.x)[0].numpy() for r in runs]
+    ho = held_out([tmp_path / "both" / "checkpoint.pt"], excerpt_dir())
+    np.testing.assert_allclose(ho.logits[0]["100"], (own[0] + own[1]) / 2, atol=1e-5)
+    assert not np.allclose(ho.logits[0]["100"], own[0], atol=1e-3)
+    # the served model averages all four members
+    np.testing.assert_allclose(predict_logits(model, ws.x)[0].numpy(),
+                               np.mean([predict_logits(m, ws.x)[0].numpy() for r in runs for m in r.members], 0), atol=1e-5)
+    # another recipe cannot be mixed in
+    other = BedsideConfig(folds=cfg.folds, dsp=DspConfig(rhythm=True), lead_dropout=0.1)
+    (tmp_path / "r3").mkdir()
+    save_checkpoint(tmp_path / "r3" / "checkpoint.pt", TrainResult(model=runs[0]), mcfg, TrainConfig(),
+                    extra={"bedside": {"bedside_config": other.to_dict(), "seeds": [0, 1], "best_epoch": [1, 1], "train_seconds": 1.0}})
+    with pytest.raises(ValueError, match="another recipe"):
+        combine_runs([tmp_path / "r1", tmp_path / "r3"], tmp_path / "bad", "", excerpt_dir())

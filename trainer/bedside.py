@@ -321,11 +321,25 @@ def member_spread(checkpoint: Path, records: str = "DS2", data_dir=None) -> dict
             "windows": int(len(ws.y)), "margin_samples": cfg.margin, "rhythm_fusion": fusion}
 
 
+def fold_networks(model, cfg: BedsideConfig) -> list[tuple[object, tuple[str, ...]]]:
+    """Each record fold of a cross-fitted run with the network that never saw it: its member, or for a
+    combined run (`combine_runs`, member i holds out fold i mod folds) the average of its members that
+    held the fold out, one per seed set, as the served ensemble averages them."""
+    from .model import JointEnsemble
+
+    nets, n = list(model.members), len(cfg.folds)
+    if not cfg.folds or len(nets) % n:
+        raise ValueError(f"{len(nets)} members do not cross-fit {n} folds")
+    if len(nets) == n:
+        return list(zip(nets, cfg.folds))
+    return [(JointEnsemble.of(model.cfg, nets[k::n]), fold) for k, fold in enumerate(cfg.folds)]
+
+
 def held_out_logits(model, cfg: BedsideConfig, data_dir=None):
-    """Yield (record, member, windows, logits): each DS1 record scored by the cross-fitted member that held it out."""
+    """Yield (record, fold, windows, logits): each DS1 record scored by the cross-fitted network that held it out."""
     from .train import predict_logits
 
-    for k, (net, fold) in enumerate(zip(model.members, cfg.folds)):
+    for k, (net, fold) in enumerate(fold_networks(model, cfg)):
         for r in fold:
             ws = record_windows(r, cfg, cfg.hop, data_dir)
             yield r, k, ws, predict_logits(net, ws.x)[0].numpy()
@@ -508,6 +522,56 @@ def fuse_run(run: Path, weight: float, out: Path, command: str = "", data_dir=No
     trained = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").exists() else {}
     report = {k: meta[k] for k in ("thresholds", "val_metrics", "fusion", "fused_from", "fused_by")}
     (out / "metrics.json").write_text(json.dumps({**trained, **report, "command": trained.get("command", "")}, indent=2, default=float))
+    return report
+
+
+def combine_runs(runs: list[Path], out: Path, command: str = "", data_dir=None) -> dict:
+    """One cross-fitted run from several trained with the same recipe on other seed sets: all their members
+    averaged (run after run, so member i holds out fold i mod folds), thresholds chosen again by max F1 on the
+    pooled out-of-fold scores, where each record is scored by the average of the members that held it out."""
+    import json
+
+    import torch
+
+    from .model import JointEnsemble
+    from .train import load_checkpoint
+
+    if len(runs) < 2:
+        raise ValueError("combine needs at least two runs")
+    loaded = [load_checkpoint(Path(r) / "checkpoint.pt") for r in runs]
+    first = loaded[0][1]
+    for r, (_, ck) in zip(runs, loaded):
+        cfg = BedsideConfig.from_dict(ck["bedside"]["bedside_config"])
+        if not cfg.folds or int(ck.get("members", 1)) != len(cfg.folds):
+            raise ValueError(f"{r} is not a plain cross-fitted run (trainer train --folds)")
+        if ck["bedside"]["bedside_config"] != first["bedside"]["bedside_config"] or ck["model_config"] != first["model_config"]:
+            raise ValueError(f"{r} was trained with another recipe than {runs[0]} (bedside or model config differ); "
+                             "only seed sets of one recipe can be combined")
+        if "fusion" in ck["bedside"]:
+            raise ValueError(f"{r} is a fused run; combine the runs trainer train wrote, then fuse the result")
+    ensemble = JointEnsemble.of(loaded[0][0].cfg, [m for model, _ in loaded for m in model.members])
+    metas = [ck["bedside"] for _, ck in loaded]
+    meta = {**metas[0], "seeds": [s for m in metas for s in m["seeds"]], "train_seconds": sum(m["train_seconds"] for m in metas),
+            "best_epoch": [e for m in metas for e in m["best_epoch"]], "combined_from": [str(r) for r in runs],
+            "combined_by": command,
+            "validation": "out-of-fold (each record scored by the mean of the members, one per run, that held it out)"}
+    ckpt = {**first, "state_dict": ensemble.state_dict(), "members": len(ensemble.members),
+            "history": [ck["history"] for _, ck in loaded], "best_epoch": meta["best_epoch"], "bedside": meta}
+    ensure_dir(out)
+    torch.save(ckpt, out / "checkpoint.pt")
+    ho = held_out([out / "checkpoint.pt"], data_dir)
+    thresholds, val_metrics = {}, {}
+    for j, c in enumerate(ABNORMAL):
+        y, s, _ = ho.pooled((0,), j)
+        p = 1.0 / (1.0 + np.exp(-s))
+        thresholds[c] = best_threshold(y, p)
+        val_metrics[c] = detection_metrics(y, p, thresholds[c])
+    meta = {**meta, "thresholds": thresholds, "val_metrics": val_metrics}
+    torch.save({**ckpt, "bedside": meta}, out / "checkpoint.pt")
+    commands = [json.loads((Path(r) / "metrics.json").read_text()).get("command", "") if (Path(r) / "metrics.json").exists() else ""
+                for r in runs]
+    report = {k: meta[k] for k in ("thresholds", "val_metrics", "seeds", "train_seconds", "combined_from", "combined_by")}
+    (out / "metrics.json").write_text(json.dumps({**report, "trained_by": commands, "command": command}, indent=2, default=float))
     return report
 
 

@@ -307,6 +307,18 @@ def fuse(
     _emit(fuse_run(run, weight, out, _command(), data), None)
 
 
+@app.command()
+def combine(
+    runs: str = typer.Option(..., help="Comma-separated cross-fitted runs (trainer train --folds) of one recipe on other seed sets."),
+    out: Path = typer.Option(..., help="Folder for the combined run (checkpoint.pt, metrics.json), ready for `trainer fuse`."),
+    data: Path | None = typer.Option(None, help="MIT-BIH directory."),
+) -> None:
+    """Average the members of several seed sets into one cross-fitted run; thresholds out-of-fold on DS1."""
+    from .bedside import combine_runs
+
+    _emit(combine_runs([Path(r) for r in runs.split(",") if r], out, _command(), data), None)
+
+
 @experiment_app.command("paper")
 def experiment_paper(
     out: Path = typer.Option(Path("docs/results"), help="Where the JSON results and figures go."),

@@ -229,6 +229,13 @@ class JointEnsemble(nn.Module):
         self.cfg = cfg
         self.members = nn.ModuleList(JointModel(cfg) for _ in range(members))
 
+    @classmethod
+    def of(cls, cfg: JointModelConfig, nets: list[nn.Module]) -> "JointEnsemble":
+        """An ensemble over already-trained members (shared, not copied)."""
+        ensemble = cls(cfg, 0)
+        ensemble.members = nn.ModuleList(nets)
+        return ensemble.eval()
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         outs = [m(x) for m in self.members]
         return torch.stack([o[0] for o in outs]).mean(0), torch.stack([o[1] for o in outs]).mean(0)

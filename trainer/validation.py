@@ -18,7 +18,7 @@ from stream_ecg.data import load_record
 from stream_ecg.fusion import with_fusion
 from stream_ecg.offline import RecordOutput, run_record
 
-from .bedside import BedsideConfig
+from .bedside import BedsideConfig, fold_networks
 from .export import Deployable
 from .train import load_checkpoint
 
@@ -54,7 +54,7 @@ def held_out_outputs(run: Path, card: ModelCard, data_dir=None, cache: dict | No
     model, ckpt = load_checkpoint(Path(run) / "checkpoint.pt")
     cfg = BedsideConfig.from_dict(ckpt["bedside"]["bedside_config"])
     if cfg.folds:
-        pairs = list(zip(model.members, cfg.folds))
+        pairs = fold_networks(model, cfg)
     else:
         pairs = [(model, cfg.val_records)]
     outputs = []
