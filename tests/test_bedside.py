@@ -347,3 +347,36 @@ def test_combined_seed_sets_score_each_record_with_the_mean_of_the_members_that_
                     extra={"bedside": {"bedside_config": other.to_dict(), "seeds": [0, 1], "best_epoch": [1, 1], "train_seconds": 1.0}})
     with pytest.raises(ValueError, match="another recipe"):
         combine_runs([tmp_path / "r1", tmp_path / "r3"], tmp_path / "bad", "", excerpt_dir())
+
+
+def test_a_cross_fitted_student_member_learns_only_from_teachers_that_never_saw_its_fold(tmp_path, fused_model_dir, monkeypatch):
+    import torch
+
+    import trainer.bedside as bedside
+    import trainer.train as train
+    from stream_ecg.card import load_card
+    from stream_ecg.dsp import DspConfig
+    from trainer.model import JointEnsemble, JointModel, JointModelConfig
+    from trainer.train import TrainConfig, TrainResult, save_checkpoint
+
+    mcfg = JointModelConfig.from_dict(load_card(fused_model_dir).model_config)
+    cfg = BedsideConfig(folds=(("208",), ("100",)), dsp=DspConfig(rhythm=True), model={k: mcfg.to_dict()[k] for k in (
+        "seg_widths", "cls_widths", "decimate")})
+    torch.manual_seed(0)
+    teacher = JointEnsemble(mcfg, 4).eval()  # a combined run: member i held out fold i mod 2
+    save_checkpoint(tmp_path / "teacher.pt", TrainResult(model=teacher), mcfg, TrainConfig(),
+                    extra={"bedside": {"bedside_config": cfg.to_dict()}})
+    ws = bedside.concat([bedside.record_windows(r, cfg, cfg.hop, excerpt_dir()) for r in ("208", "100")])
+    monkeypatch.setattr(bedside, "ds1_windows", lambda c, d=None: ws)
+    seen = []
+
+    def fake_train(model_cfg, tcfg, tr, va, teacher=None, **kw):
+        seen.append(teacher)
+        return TrainResult(model=JointModel(model_cfg).eval(), best_epoch=0, seconds=0.0)
+
+    monkeypatch.setattr(train, "train_model", fake_train)
+    bedside.train_bedside(cfg, TrainConfig(epochs=1), tmp_path / "student", excerpt_dir(), seeds=(0, 1), teacher=tmp_path / "teacher.pt")
+    x = torch.from_numpy(ws.x[:4])
+    for k, got in enumerate(seen):  # fold k's teachers are members k and k + 2, never the ones that trained on fold k
+        want = (teacher.members[k](x)[0] + teacher.members[k + 2](x)[0]) / 2
+        torch.testing.assert_close(got(x)[0], want, atol=1e-5, rtol=0)

@@ -207,13 +207,16 @@ def train_bedside(cfg: BedsideConfig, train_cfg, out: Path, data_dir=None, epoch
     from .model import JointEnsemble, JointModelConfig
     from .train import MultiLabelObjective, TrainResult, load_checkpoint, predict_logits, save_checkpoint, train_model
 
-    teacher_net = None
+    teachers = None
     if teacher is not None:
         teacher_net, tck = load_checkpoint(teacher)
         tcfg = BedsideConfig.from_dict(tck["bedside"]["bedside_config"])
         if tcfg.dsp != cfg.dsp or tcfg.validation != cfg.validation:
             raise ValueError(f"teacher {teacher} was trained with other inputs or validation records; distillation "
                              "would leak the validation records or learn from a different view of the ECG")
+        # cross-fitted: member k learns only from the teacher's network that never saw fold k, or fold k's
+        # patients would reach member k through the teacher and its out-of-fold scores would not be
+        teachers = [net for net, _ in fold_networks(teacher_net, tcfg)] if cfg.folds else [teacher_net]
 
     folds = cfg.validation
     seeds = tuple(seeds) if seeds else tuple(train_cfg.seed + k for k in range(len(folds))) if cfg.folds else (train_cfg.seed,)
@@ -234,7 +237,7 @@ def train_bedside(cfg: BedsideConfig, train_cfg, out: Path, data_dir=None, epoch
             augment=functools.partial(augment, leads=len(cfg.leads), eps=cfg.dsp.norm_eps, missing_p=cfg.missing_p,
                                       lead_dropout=cfg.lead_dropout), desc=f"bedside seed {seed}",
             objective=MultiLabelObjective(train.y, train.w, val.y, val.w), sample_p=balanced_p(train.y), epoch_size=epoch_size,
-            teacher=teacher_net, distill=distill,
+            teacher=teachers[k % len(teachers)] if teachers else None, distill=distill,
         ))
         held.append(val)
     if len(members) == 1:
