@@ -119,7 +119,8 @@ def card_from_run(ckpt: dict, name: str, version: str, command: str) -> dict:
                 "data": "MIT-BIH DS1 (de Chazal 2004), cross-fitted: each member trained on DS1 minus its fold",
                 "folds": [list(f) for f in cfg["folds"]],
                 "validation_records": list(DS1),
-                "validation": "out-of-fold: each DS1 record scored by the one member that held it out",
+                "validation": ("out-of-fold: each DS1 record scored by the mean of the members, one per seed set, that held it out"
+                               if meta.get("combined_from") else "out-of-fold: each DS1 record scored by the one member that held it out"),
                 "train_records": list(DS1),
             } if cfg.get("folds") else {
                 "data": "MIT-BIH DS1 (de Chazal 2004) minus validation records",
@@ -176,8 +177,10 @@ def ship(run: Path, out: Path, name: str, version: str, command: str, data_dir=N
     model, ckpt = load_checkpoint(run / "checkpoint.pt")
     cfg_d = ckpt["bedside"]["bedside_config"]
     cfg = BedsideConfig.from_dict(cfg_d)
-    train_cmd = json.loads((run / "metrics.json").read_text()).get("command", "") if (run / "metrics.json").exists() else ""
-    card = card_from_run(ckpt, name, version, train_cmd)
+    metrics = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").exists() else {}
+    card = card_from_run(ckpt, name, version, metrics.get("command", ""))
+    if metrics.get("trained_by"):  # a combined run (trainer combine): its command joins the runs these trained
+        card["training"]["trained_by"] = list(metrics["trained_by"])
     card["export_command"] = command
     card["interval_rule"] = IntervalRule.from_dict({**card["interval_rule"], **(rule or {})}).to_dict()
     card = write_model_folder(Deployable(model, "multilabel"), out, card, check_windows(cfg))
@@ -304,7 +307,9 @@ def model_readme(card: dict) -> str:
         lines += ["## Latency per window (ms, one CPU thread)", "", *[f"- {k}: {v:.3f}" for k, v in card["latency_ms"].items()], ""]
     lines += [
         "## Reproduce",
-        f"- train: `{card['training']['command']}` ({card['training']['train_seconds']:.0f} s on 2 cores)",
+        *([f"- train: `{c}`" for c in card["training"].get("trained_by", [])]),
+        f"- {'combine' if card['training'].get('trained_by') else 'train'}: `{card['training']['command']}` "
+        f"({card['training']['train_seconds']:.0f} s{' of training in all' if card['training'].get('trained_by') else ''} on 2 cores)",
         *([f"- rhythm fusion and thresholds: `{card['training']['fused_by']}`"] if card["training"].get("fused_by") else []),
         f"- export + evaluate: `{card.get('export_command', '')}`",
         "",
