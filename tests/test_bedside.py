@@ -233,25 +233,32 @@ def test_card_of_a_two_lead_run_names_the_chest_slot():
     assert card.channels == 4 and card.leads.pick(("MLII", "V1")) == ([0, 1], False)
 
 
-def test_held_out_averages_several_cross_fitted_runs_record_by_record(tmp_path, fused_model_dir):
+def _cross_fitted_run(folder, mcfg, cfg: BedsideConfig, seed: int, meta: dict | None = None):
+    """An untrained cross-fitted run (one member per fold) saved as `trainer train --folds` saves one; returns its ensemble."""
     import torch
 
+    from trainer.model import JointEnsemble
+    from trainer.train import TrainConfig, TrainResult, save_checkpoint
+
+    torch.manual_seed(seed)
+    ensemble = JointEnsemble(mcfg, len(cfg.folds)).eval()
+    folder.mkdir()
+    save_checkpoint(folder / "checkpoint.pt", TrainResult(model=ensemble), mcfg, TrainConfig(),
+                    extra={"bedside": {"bedside_config": cfg.to_dict(), **(meta or {})}})
+    return ensemble
+
+
+def test_held_out_averages_several_cross_fitted_runs_record_by_record(tmp_path, fused_model_dir):
     from stream_ecg.card import load_card
     from trainer.bedside import ensemble_size, held_out, record_windows
-    from trainer.model import JointEnsemble, JointModelConfig
-    from trainer.train import TrainConfig, TrainResult, predict_logits, save_checkpoint
+    from trainer.model import JointModelConfig
+    from trainer.train import predict_logits
 
     from stream_ecg.dsp import DspConfig
 
     mcfg = JointModelConfig.from_dict(load_card(fused_model_dir).model_config)  # one lead + rhythm channels
     cfg = BedsideConfig(folds=(("208",), ("100",)), dsp=DspConfig(rhythm=True))
-    runs = []
-    for seed in (1, 2):
-        torch.manual_seed(seed)
-        runs.append(JointEnsemble(mcfg, 2).eval())
-        (tmp_path / f"r{seed}").mkdir()
-        save_checkpoint(tmp_path / f"r{seed}" / "checkpoint.pt", TrainResult(model=runs[-1]), mcfg, TrainConfig(),
-                        extra={"bedside": {"bedside_config": cfg.to_dict()}})
+    runs = [_cross_fitted_run(tmp_path / f"r{seed}", mcfg, cfg, seed) for seed in (1, 2)]
     cks = [tmp_path / "r1" / "checkpoint.pt", tmp_path / "r2" / "checkpoint.pt"]
     ho = held_out(cks, excerpt_dir())
     assert ho.records == ("100", "208") and ho.fold == {"208": 0, "100": 1}
@@ -311,23 +318,16 @@ def test_training_refuses_a_bypass_that_would_pass_the_residual_unattended(tmp_p
 
 
 def test_combined_seed_sets_score_each_record_with_the_mean_of_the_members_that_held_it_out(tmp_path, fused_model_dir):
-    import torch
-
     from stream_ecg.card import load_card
     from stream_ecg.dsp import DspConfig
     from trainer.bedside import combine_runs, held_out, record_windows
-    from trainer.model import JointEnsemble, JointModelConfig
+    from trainer.model import JointModelConfig
     from trainer.train import TrainConfig, TrainResult, load_checkpoint, predict_logits, save_checkpoint
 
     mcfg = JointModelConfig.from_dict(load_card(fused_model_dir).model_config)
     cfg = BedsideConfig(folds=(("208",), ("100",)), dsp=DspConfig(rhythm=True))
-    runs = []
-    for seed in (1, 2):
-        torch.manual_seed(seed)
-        runs.append(JointEnsemble(mcfg, 2).eval())
-        (tmp_path / f"r{seed}").mkdir()
-        meta = {"bedside_config": cfg.to_dict(), "seeds": [seed, seed + 10], "best_epoch": [3, 4], "train_seconds": 10.0 * seed}
-        save_checkpoint(tmp_path / f"r{seed}" / "checkpoint.pt", TrainResult(model=runs[-1]), mcfg, TrainConfig(), extra={"bedside": meta})
+    runs = [_cross_fitted_run(tmp_path / f"r{seed}", mcfg, cfg, seed, {"seeds": [seed, seed + 10], "best_epoch": [3, 4],
+                                                                         "train_seconds": 10.0 * seed}) for seed in (1, 2)]
     report = combine_runs([tmp_path / "r1", tmp_path / "r2"], tmp_path / "both", "trainer combine ...", excerpt_dir())
     assert report["seeds"] == [1, 11, 2, 12] and report["train_seconds"] == 30.0
     model, ckpt = load_checkpoint(tmp_path / "both" / "checkpoint.pt")

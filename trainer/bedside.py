@@ -500,6 +500,18 @@ def fusion_gain(checkpoints: list[Path], weights: tuple[float, ...], data_dir=No
             "group_positives": int(y[inside].sum())}
 
 
+def pooled_thresholds(ho: HeldOut, fusion: dict[str, float] | None = None) -> tuple[dict, dict]:
+    """Per class, the max-F1 threshold on one run's pooled out-of-fold probabilities (with `fusion` as served),
+    and the window metrics there."""
+    thresholds, val_metrics = {}, {}
+    for j, c in enumerate(ABNORMAL):
+        y, s, _ = ho.pooled((0,), j, fusion)
+        p = 1.0 / (1.0 + np.exp(-s))
+        thresholds[c] = best_threshold(y, p)
+        val_metrics[c] = detection_metrics(y, p, thresholds[c])
+    return thresholds, val_metrics
+
+
 def fuse_run(run: Path, weight: float, out: Path, command: str = "", data_dir=None) -> dict:
     """A copy of cross-fitted `run` whose S logit takes `weight` x rr prematurity (`stream_ecg.fusion`),
     with both thresholds chosen again by max F1 on the pooled out-of-fold fused scores."""
@@ -510,14 +522,8 @@ def fuse_run(run: Path, weight: float, out: Path, command: str = "", data_dir=No
     from .train import load_checkpoint
 
     _, ckpt = load_checkpoint(run / "checkpoint.pt")
-    ho = held_out([run / "checkpoint.pt"], data_dir)
     fusion = {"S": float(weight)}
-    thresholds, val_metrics = {}, {}
-    for j, c in enumerate(ABNORMAL):
-        y, s, _ = ho.pooled((0,), j, fusion)
-        p = 1.0 / (1.0 + np.exp(-s))
-        thresholds[c] = best_threshold(y, p)
-        val_metrics[c] = detection_metrics(y, p, thresholds[c])
+    thresholds, val_metrics = pooled_thresholds(held_out([run / "checkpoint.pt"], data_dir), fusion)
     meta = {**ckpt["bedside"], "thresholds": thresholds, "val_metrics": val_metrics, "fusion": fusion,
             "fused_from": str(run), "fused_by": command}
     ensure_dir(out)
@@ -562,13 +568,7 @@ def combine_runs(runs: list[Path], out: Path, command: str = "", data_dir=None) 
             "history": [ck["history"] for _, ck in loaded], "best_epoch": meta["best_epoch"], "bedside": meta}
     ensure_dir(out)
     torch.save(ckpt, out / "checkpoint.pt")
-    ho = held_out([out / "checkpoint.pt"], data_dir)
-    thresholds, val_metrics = {}, {}
-    for j, c in enumerate(ABNORMAL):
-        y, s, _ = ho.pooled((0,), j)
-        p = 1.0 / (1.0 + np.exp(-s))
-        thresholds[c] = best_threshold(y, p)
-        val_metrics[c] = detection_metrics(y, p, thresholds[c])
+    thresholds, val_metrics = pooled_thresholds(held_out([out / "checkpoint.pt"], data_dir))
     meta = {**meta, "thresholds": thresholds, "val_metrics": val_metrics}
     torch.save({**ckpt, "bedside": meta}, out / "checkpoint.pt")
     commands = [json.loads((Path(r) / "metrics.json").read_text()).get("command", "") if (Path(r) / "metrics.json").exists() else ""

@@ -258,6 +258,7 @@ def _pct(v) -> str:
 def model_readme(card: dict) -> str:
     overrides = card.get("threshold_overrides", {})
     run_thresholds = {k: v for k, v in card["thresholds"].items() if k not in overrides}  # credit each to its rule
+    trained_by = card["training"].get("trained_by", [])  # a combined run's seed sets, each trained apart
     lines = [
         f"# {card['name']} (v{card['version']})",
         "",
@@ -307,9 +308,9 @@ def model_readme(card: dict) -> str:
         lines += ["## Latency per window (ms, one CPU thread)", "", *[f"- {k}: {v:.3f}" for k, v in card["latency_ms"].items()], ""]
     lines += [
         "## Reproduce",
-        *([f"- train: `{c}`" for c in card["training"].get("trained_by", [])]),
-        f"- {'combine' if card['training'].get('trained_by') else 'train'}: `{card['training']['command']}` "
-        f"({card['training']['train_seconds']:.0f} s{' of training in all' if card['training'].get('trained_by') else ''} on 2 cores)",
+        *([f"- train: `{c}`" for c in trained_by]),
+        f"- {'combine' if trained_by else 'train'}: `{card['training']['command']}` "
+        f"({card['training']['train_seconds']:.0f} s{' of training in all' if trained_by else ''} on 2 cores)",
         *([f"- rhythm fusion and thresholds: `{card['training']['fused_by']}`"] if card["training"].get("fused_by") else []),
         f"- export + evaluate: `{card.get('export_command', '')}`",
         "",
