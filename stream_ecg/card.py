@@ -122,6 +122,8 @@ class ModelCard:
         wrong = [c for c in self.rhythm_fusion if c not in self.abnormal]
         if wrong or (self.rhythm_fusion and not self.dsp.rhythm):
             raise CardError(f"rhythm_fusion {self.rhythm_fusion} needs abnormal classes and dsp.rhythm (its rr_prev channel)")
+        if self.interval_rule.premature > 0 and ("S" not in self.abnormal or not self.dsp.rhythm):
+            raise CardError("interval_rule.premature needs an abnormal class S and dsp.rhythm (its rr_prev channel)")
         channels = self.channels
         if self.model_config and self.model_config.get("in_leads", channels) != channels:
             raise CardError(

@@ -28,6 +28,13 @@ class IntervalRule:
     # dropped (see snap_to_beats). 0: publish the attention map's own extent.
     snap: int = 0
     snap_half: int = 36  # samples; 100 ms at 360 Hz, about a QRS complex either side of the R peak
+    # > 0: S intervals go onto the window's premature beats, the R peaks whose rr_prev input channel is at most
+    # -premature (see premature_beats); with premature_all false each S interval moves onto the most premature
+    # such beat within premature_reach samples (else it is dropped), with it true an S-alarming window publishes
+    # every premature beat outside its V intervals instead. Either as R +- snap_half. 0: off.
+    premature: float = 0.0
+    premature_all: bool = False
+    premature_reach: int = 72  # samples; 200 ms at 360 Hz
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:
@@ -38,6 +45,8 @@ class IntervalRule:
             raise ValueError(f"keep_drop={self.keep_drop} must lie in [0, 1]")
         if self.snap < 0 or self.snap_half < 1:
             raise ValueError("snap must be >= 0 and snap_half >= 1")
+        if not 0.0 <= self.premature < 1.0 or self.premature_reach < 0:
+            raise ValueError(f"premature={self.premature} must lie in [0, 1) and premature_reach >= 0")
         if self.min_len < 1 or self.merge_gap < 0:
             raise ValueError("min_len must be >= 1 and merge_gap >= 0")
 
@@ -106,5 +115,33 @@ def snap_to_beats(intervals: list[tuple[int, int, float]], a: np.ndarray, peaks:
         top = s + int(np.argmax(a[s:e]))
         r = int(peaks[np.argmin(np.abs(peaks - top))])
         if max(s - r, r - (e - 1), 0) <= rule.snap:
+            best[r] = max(best.get(r, -np.inf), score)
+    return [(max(0, r - rule.snap_half), min(n, r + rule.snap_half), sc) for r, sc in sorted(best.items())]
+
+
+def premature_beats(peaks: np.ndarray, rr_prev: np.ndarray, premature: float) -> tuple[np.ndarray, np.ndarray]:
+    """The R peaks (window-relative) whose beat came at least `premature` early, and how early each came:
+    `rr_prev` is the window's rr_prev input channel (RR before each beat over the reference RR, minus 1,
+    painted over the beat's span; 0 where unknown), read at the R peak."""
+    peaks = np.sort(np.asarray(peaks, dtype=np.int64).reshape(-1))
+    peaks = peaks[(peaks >= 0) & (peaks < len(rr_prev))]
+    rel = np.asarray(rr_prev, dtype=np.float64)[peaks]
+    early = rel <= -premature
+    return peaks[early], rel[early]
+
+
+def onto_premature(intervals: list[tuple[int, int, float]], early: np.ndarray, rel: np.ndarray, n: int,
+                   rule: IntervalRule) -> list[tuple[int, int, float]]:
+    """S intervals moved onto premature beats (`premature_beats`): each goes to the most premature beat
+    lying within `rule.premature_reach` samples of it, as [R - snap_half, R + snap_half) clipped to the
+    window's `n` samples, or is dropped when none does; two on one beat publish it once (the higher score).
+
+    Why: an S beat is a timing finding that looks like its neighbours, so the attention map, learnt from
+    class labels alone, often marks a normal neighbour; every AAMI S beat comes early."""
+    best: dict[int, float] = {}
+    for s, e, score in intervals:
+        near = (early >= s - rule.premature_reach) & (early < e + rule.premature_reach)
+        if near.any():
+            r = int(early[near][np.argmin(rel[near])])
             best[r] = max(best.get(r, -np.inf), score)
     return [(max(0, r - rule.snap_half), min(n, r + rule.snap_half), sc) for r, sc in sorted(best.items())]

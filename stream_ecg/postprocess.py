@@ -19,10 +19,11 @@ from typing import Callable
 import numpy as np
 
 from .card import ModelCard
-from .intervals import attention_to_intervals, snap_to_beats
+from .intervals import attention_to_intervals, onto_premature, premature_beats, snap_to_beats
 from .rhythm import r_peaks
 
 InferFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+PREMATURE_CLASS = "S"  # the class interval_rule.premature moves onto early beats: every AAMI S beat comes early
 
 
 @dataclass(frozen=True)
@@ -97,9 +98,32 @@ def label_intervals(
             if not keep:  # the window's class does not rest on this candidate
                 continue
             out[i].append(LabelledInterval(s, e, card.abnormal[c], float(probs[i, idx[c]] * peak)))
+    if card.interval_rule.premature > 0 and PREMATURE_CLASS in card.abnormal:
+        c = card.abnormal.index(PREMATURE_CLASS)
+        for i in np.flatnonzero(window_alarm[:, c]):
+            out[i] = _premature(card, x[i], float(probs[i, idx[c]]), attention[i], out[i])
     for ivs in out:
         ivs.sort(key=lambda iv: iv.start)
     return out
+
+
+def _premature(card: ModelCard, x: np.ndarray, prob: float, attention: np.ndarray,
+               ivs: list[LabelledInterval]) -> list[LabelledInterval]:
+    """One S-alarming window's intervals with its S intervals put on its premature beats (interval_rule.premature):
+    the attention's S intervals moved onto them, or (premature_all) every premature beat outside a V interval."""
+    rule, n = card.interval_rule, x.shape[-1]
+    rr_prev = x[len(card.leads.leads)]  # the card is validated to carry the rhythm channels right after the leads
+    early, rel = premature_beats(r_peaks(x[0], card.fs), rr_prev, rule.premature)
+    others = [iv for iv in ivs if iv.label != PREMATURE_CLASS]
+    if rule.premature_all:
+        peak = float(np.max(attention, initial=0.0))
+        free = [int(r) for r in early if not any(v.start <= r < v.end for v in others)]
+        moved = [(max(0, r - rule.snap_half), min(n, r + rule.snap_half),
+                  prob * (float(attention[r]) / peak if peak > 0 else 0.0)) for r in free]
+    else:
+        mine = [(iv.start, iv.end, iv.score) for iv in ivs if iv.label == PREMATURE_CLASS]
+        moved = onto_premature(mine, early, rel, n, rule)
+    return others + [LabelledInterval(s, e, PREMATURE_CLASS, float(sc)) for s, e, sc in moved]
 
 
 class IntervalMerger:

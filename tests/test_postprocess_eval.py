@@ -201,3 +201,64 @@ def test_snap_publishes_the_beats_the_window_lit(tiny_model_dir):
     att[0, 1200:1260] = 0.7  # between beats, 140 samples from the nearest: not a beat
     out = label_intervals(card, None, x, np.array([[0.1, 0.2, 0.9]], np.float32), att)
     assert [(iv.start, iv.end, iv.label) for iv in out[0]] == [(564, 636, "V")]
+
+
+
+def _premature_card(rule: dict, rhythm: bool = True):
+    """A one-lead card (from its JSON form, so it is validated) whose interval rule takes `rule`."""
+    from stream_ecg.card import ModelCard
+    from stream_ecg.dsp import DspConfig
+    from stream_ecg.intervals import IntervalRule
+
+    return ModelCard.from_dict({
+        "name": "t", "version": "0", "fs": 360.0, "leads": ["MLII"], "lead_aliases": {"MLII": ["MLII"]},
+        "window": 2000, "hop": 360, "classes": ["normal", "S", "V"], "abnormal": ["S", "V"],
+        "thresholds": {"S": 0.5, "V": 0.5}, "dsp": DspConfig(rhythm=rhythm).to_dict(), "files": {},
+        "interval_rule": IntervalRule(**rule).to_dict()})
+
+
+def _premature_window() -> np.ndarray:
+    """One lead of narrow spikes as QRS complexes with two beats 25 % early (800, 1900: RR 300 against a median
+    of 400), and its rr_prev / rr_next channels as the DSP paints them."""
+    from stream_ecg.rhythm import r_peaks, rr_channels
+
+    beats = [100, 500, 800, 1200, 1600, 1900]
+    x = np.zeros((1, 3, 2000), np.float32)
+    for r in beats:
+        x[0, 0, r - 5 : r + 6] = np.hanning(11)
+    assert r_peaks(x[0, 0], 360.0).tolist() == beats
+    x[0, 1:] = rr_channels(x[0, 0], 360.0)
+    return x
+
+
+def test_premature_moves_s_intervals_onto_early_beats_and_drops_the_rest():
+    card, x = _premature_card({"premature": 0.1}), _premature_window()
+    att = np.zeros((1, 2000), np.float32)
+    att[0, 840:930] = 1.0  # the pause after the early beat at 800: 40 samples from it
+    att[0, 480:560] = 0.8  # on the normal beat at 500, no early beat within 200 ms
+    out = label_intervals(card, None, x, np.array([[0.1, 0.9, 0.1]], np.float32), att)
+    assert [(iv.start, iv.end, iv.label) for iv in out[0]] == [(764, 836, "S")]
+    assert out[0][0].score == pytest.approx(0.9)  # the attention interval's own score moves with it
+
+
+def test_premature_all_publishes_early_beats_outside_the_v_intervals():
+    x = _premature_window()
+    att = np.zeros((1, 2000), np.float32)
+    att[0, 760:840] = 1.0  # on the early beat at 800, which the model gives to V
+    att[0, 1500:1560] = 1.0  # between beats, which it gives to S
+    probs = np.array([[0.1, 0.9, 0.9]], np.float32)
+
+    def infer(batch):  # without candidate 0 the V probability collapses; without candidate 1 the S one does
+        return np.array([[0.5, 0.9, 0.1], [0.5, 0.05, 0.9]], np.float32), np.zeros((len(batch), 2000), np.float32)
+
+    out = label_intervals(_premature_card({"premature": 0.1, "premature_all": True}), infer, x, probs, att)
+    assert [(iv.start, iv.end, iv.label) for iv in out[0]] == [(760, 840, "V"), (1864, 1936, "S")]
+    out = label_intervals(_premature_card({"premature": 0.1}), infer, x, probs, att)  # as a gate: no early beat near
+    assert [(iv.start, iv.end, iv.label) for iv in out[0]] == [(760, 840, "V")]
+
+
+def test_premature_needs_the_rhythm_channels():
+    from stream_ecg.card import CardError
+
+    with pytest.raises(CardError, match="premature"):
+        _premature_card({"premature": 0.1}, rhythm=False)

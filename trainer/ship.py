@@ -57,6 +57,9 @@ INTERVAL_LABELLING = (
     "model with each interval removed (+-18 samples) and gives it the class whose probability falls most relative to "
     "its threshold; with interval_rule.keep_drop > 0 every alarming window with several intervals is re-run so and an "
     "interval is published only if removing it lowers its class logit by keep_drop x the window's largest drop; "
+    "with interval_rule.premature > 0 an S-alarming window's S intervals go onto its premature beats (R peaks whose "
+    "rr_prev channel is <= -premature), each moved to the most premature one within premature_reach samples or dropped, "
+    "or with premature_all every premature beat outside a V interval published, as R +- snap_half; "
     "score = window class probability x the interval's normalised attention peak"
 )
 
