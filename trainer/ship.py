@@ -47,6 +47,18 @@ CONTEXT_LIMITS = (
     "and after a lasting change of rate (or a long run of ectopy) it follows the new rate within a few minutes, "
     "so persistent ectopy stops reading as early once it dominates the history."
 )
+PREMATURE_LIMITS = (
+    " S intervals are published only on beats that come early against the window's median RR "
+    "(interval_rule.premature): where ectopic atrial beats are most of a window's beats (frequent atrial ectopy, "
+    "MIT-BIH 232) they are not early against that median and go unmarked, though the window's S probability still alarms."
+)
+
+
+def rule_limits(limits: str, rule: IntervalRule) -> str:
+    """The card's limits with the sentence its interval rule adds (once), so a recarded model states it too."""
+    if rule.premature > 0 and PREMATURE_LIMITS not in limits:
+        return limits + PREMATURE_LIMITS
+    return limits
 
 
 INTERVAL_LABELLING = (
@@ -186,6 +198,7 @@ def ship(run: Path, out: Path, name: str, version: str, command: str, data_dir=N
         card["training"]["trained_by"] = list(metrics["trained_by"])
     card["export_command"] = command
     card["interval_rule"] = IntervalRule.from_dict({**card["interval_rule"], **(rule or {})}).to_dict()
+    card["limits"] = rule_limits(card.get("limits", ""), IntervalRule.from_dict(card["interval_rule"]))
     card = write_model_folder(Deployable(model, "multilabel"), out, card, check_windows(cfg))
     card["latency_ms"] = measure_latency(out, cfg.window)
     if evaluate:
@@ -216,6 +229,7 @@ def recard(source: Path, out: Path, name: str, version: str, command: str, rule:
     card = {**card, "name": name, "version": version, "export_command": command, "derived_from": derived,
             "interval_labelling": INTERVAL_LABELLING}
     card["interval_rule"] = IntervalRule.from_dict({**card["interval_rule"], **rule}).to_dict()
+    card["limits"] = rule_limits(card.get("limits", ""), IntervalRule.from_dict(card["interval_rule"]))
     unknown = set(thresholds or {}) - set(card["thresholds"])
     if unknown:
         raise ValueError(f"thresholds for classes the card does not alarm on: {sorted(unknown)}")
