@@ -380,3 +380,17 @@ def test_a_cross_fitted_student_member_learns_only_from_teachers_that_never_saw_
     for k, got in enumerate(seen):  # fold k's teachers are members k and k + 2, never the ones that trained on fold k
         want = (teacher.members[k](x)[0] + teacher.members[k + 2](x)[0]) / 2
         torch.testing.assert_close(got(x)[0], want, atol=1e-5, rtol=0)
+
+
+def test_prematurity_counts_s_beats_early_against_the_rr_around_them():
+    from trainer.prematurity import rr_prev_relative, s_prematurity
+
+    samples = np.arange(0, 20 * 400, 400)  # a steady 400-sample RR...
+    samples[10] -= 100  # ...with one beat 25 % early (and the next one late)
+    aami = np.array(["N"] * 20)
+    aami[10] = "S"
+    rel = rr_prev_relative(samples, 2000)
+    assert rel[9] == pytest.approx(-0.25) and rel[10] == pytest.approx(0.25) and rel[0] == 0
+    assert s_prematurity(samples, aami, 2000, 0.1) == {"beats": 20, "S": 1, "S_early": 1}
+    ectopic = np.array(["S" if k % 4 else "N" for k in range(20)])  # most beats ectopic, at the steady rate
+    assert s_prematurity(np.arange(0, 20 * 400, 400), ectopic, 2000, 0.1)["S_early"] == 0

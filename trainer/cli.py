@@ -231,6 +231,22 @@ def validate(
 
 
 @app.command()
+def prematurity(
+    records: str = typer.Option("DS1,DS2", help="DS1, DS2 and/or comma-separated record names."),
+    window: int = typer.Option(2000, help="Samples around each beat whose RR intervals set its reference (the model window)."),
+    premature: float = typer.Option(0.1, help="How much shorter than the reference an S beat's RR must be to count as early."),
+    data: Path | None = typer.Option(None, help="MIT-BIH directory."),
+    out: Path | None = typer.Option(None, help="Also write the JSON here."),
+) -> None:
+    """From the annotations alone: the share of S beats that come early against the RR around them, per record."""
+    from .prematurity import prematurity_report
+
+    report = prematurity_report(records, window, premature, data)
+    report["command"] = _command()
+    _emit(report, out)
+
+
+@app.command()
 def members(
     run: Path = typer.Option(Path("runs/bedside"), help="A bedside training run (checkpoint.pt) holding an ensemble."),
     records: str = typer.Option("DS2", help="DS2, VAL (the run's validation records; for a cross-fitted run each member on its own fold, per record) or comma-separated record names."),
