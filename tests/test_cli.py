@@ -58,6 +58,14 @@ def test_report_sets_the_shipped_model_beside_earlier_ones(tmp_path):
     assert "| V | 90.0 % |" in text
     earlier = [line for line in text.splitlines() if line.startswith("| `bedside-v1`")]
     assert len(earlier) == 1 and "`trainer export --run b`" in earlier[0] and "25.0 %" in earlier[0]
+    # once the default model (edge_models/DEFAULT) has its own folder, it heads the page and the top-level file joins the rest
+    from stream_ecg.card import default_model_dir
+
+    (tmp_path / default_model_dir().name).mkdir()
+    (tmp_path / default_model_dir().name / "bedside_ds2.json").write_text(json.dumps(ds2("default", "trainer recard c", 0.7)))
+    text = render(tmp_path)
+    assert "| V | 70.0 % |" in text and f"Source: `docs/results/{default_model_dir().name}/bedside_ds2.json`" in text
+    assert any(line.startswith("| `new (top level)`") and "90.0 %" in line for line in text.splitlines())
 
 
 def test_recorded_trainer_command_can_be_pasted_back(monkeypatch):

@@ -104,16 +104,29 @@ def localisation_section(res: Path) -> list[str]:
     return out
 
 
+def _default_source(res: Path) -> str:
+    """Where the default model's (edge_models/DEFAULT) DS2 evaluation lies: its own results folder when it has one
+    (`trainer export/recard --results docs/results/<name>`), else the top-level file."""
+    from stream_ecg.card import default_model_dir
+
+    try:
+        name = default_model_dir().name
+    except Exception:  # no edge_models/ beside this checkout: fall back to the top-level file
+        return "bedside_ds2.json"
+    return f"{name}/bedside_ds2.json" if (res / name / "bedside_ds2.json").exists() else "bedside_ds2.json"
+
+
 def bedside_section(res: Path) -> list[str]:
-    d = _load(res, "bedside_ds2.json")
+    source = _default_source(res)
+    d = _load(res, source)
     if d is None:
         return []
     w, f5 = d["whole_record"], d["from_5_min"]
     out = [
-        "## The bedside model on DS2 (inter-patient, offline through the runtime's code path)",
+        "## The shipped model (edge_models/DEFAULT) on DS2 (inter-patient, offline through the runtime's code path)",
         "",
         f"Command: `{d['command']}` (model `{d['model']}`; evaluation {d['seconds']:.0f} s). "
-        "Source: `docs/results/bedside_ds2.json`. Beat level: an annotated beat counts as found when a published "
+        f"Source: `docs/results/{source}`. Beat level: an annotated beat counts as found when a published "
         "interval of its class lies within 150 ms of its R peak; +P is the share of published intervals holding a beat "
         "of their class. Window level: windows whose only beat of a class sits in the 0.2 s edge margin are left out.",
         "",
@@ -125,7 +138,9 @@ def bedside_section(res: Path) -> list[str]:
                      f"{win['auc']:.3f}", f"{_pct(DE_CHAZAL[c]['se'])} / {_pct(DE_CHAZAL[c]['ppv'])}"])
     out += [*_table(["class", "beat Se", "beat +P", "beat Se (from 5 min)", "beat +P (from 5 min)", "window Se", "window precision",
                      "window AUC", "de Chazal 2004 Se / +P"], rows), ""]
-    earlier = [(p.parent.name, e) for p in sorted(res.glob("*/bedside_ds2.json")) if (e := _load(p.parent, p.name)) and e["command"] != d["command"]]
+    others = [(f"{e['model']} (top level)", e) for e in [_load(res, "bedside_ds2.json")] if e and source != "bedside_ds2.json"]
+    earlier = others + [(p.parent.name, e) for p in sorted(res.glob("*/bedside_ds2.json"))
+                        if (e := _load(p.parent, p.name)) and e["command"] != d["command"]]
     if earlier:
         out += ["Earlier shipped models and candidates on the same DS2 evaluation (whole record; sources "
                 "`docs/results/<folder>/bedside_ds2.json`):", "",
