@@ -124,6 +124,10 @@ class ModelCard:
             raise CardError(f"rhythm_fusion {self.rhythm_fusion} needs abnormal classes and dsp.rhythm (its rr_prev channel)")
         if self.interval_rule.premature > 0 and ("S" not in self.abnormal or not self.dsp.rhythm):
             raise CardError("interval_rule.premature needs an abnormal class S and dsp.rhythm (its rr_prev channel)")
+        if self.interval_rule.distinct > 0 and ("V" not in self.abnormal or not self.dsp.beat_residual
+                                                 or (self.interval_rule.distinct_early and not self.dsp.rhythm)):
+            raise CardError("interval_rule.distinct needs an abnormal class V and dsp.beat_residual (its residual channel), "
+                            "and distinct_early dsp.rhythm (its rr_prev channel)")
         channels = self.channels
         if self.model_config and self.model_config.get("in_leads", channels) != channels:
             raise CardError(

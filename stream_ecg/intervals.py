@@ -13,6 +13,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 
+DISTINCT_HALF = 36  # samples either side of the R peak over which `distinct` reads the residual: 100 ms, the QRS
+DISTINCT_EARLY = 0.1  # with `distinct_early`, a beat at least this share early keeps its V interval whatever its shape
+
+
 @dataclass(frozen=True)
 class IntervalRule:
     threshold: float = 0.5  # fraction of the window's peak attention
@@ -35,6 +39,11 @@ class IntervalRule:
     premature: float = 0.0
     premature_all: bool = False
     premature_reach: int = 72  # samples; 200 ms at 360 Hz
+    # > 0: a V interval is kept only if the beat it lit (lit_beat) differs from the window's median beat: residual
+    # channel RMS over R +- DISTINCT_HALF samples >= distinct (z-scored units); with distinct_early also if that beat
+    # came >= DISTINCT_EARLY early. Intervals near no R peak, and windows with an all-zero residual, keep theirs.
+    distinct: float = 0.0
+    distinct_early: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:
@@ -45,6 +54,8 @@ class IntervalRule:
             raise ValueError(f"keep_drop={self.keep_drop} must lie in [0, 1]")
         if self.snap < 0 or self.snap_half < 1:
             raise ValueError("snap must be >= 0 and snap_half >= 1")
+        if self.distinct < 0.0:
+            raise ValueError(f"distinct={self.distinct} must be >= 0")
         if not 0.0 <= self.premature < 1.0 or self.premature_reach < 0:
             raise ValueError(f"premature={self.premature} must lie in [0, 1) and premature_reach >= 0")
         if self.min_len < 1 or self.merge_gap < 0:
@@ -145,3 +156,37 @@ def onto_premature(intervals: list[tuple[int, int, float]], early: np.ndarray, r
             r = int(early[near][np.argmin(rel[near])])
             best[r] = max(best.get(r, -np.inf), score)
     return [(max(0, r - rule.snap_half), min(n, r + rule.snap_half), sc) for r, sc in sorted(best.items())]
+
+
+def lit_beat(s: int, e: int, a: np.ndarray, peaks: np.ndarray, reach: int) -> int | None:
+    """The R peak (window-relative) nearest the sample where the interval [s, e) peaks in attention `a`, if it lies
+    within `reach` samples of the interval; else None."""
+    peaks = np.asarray(peaks, dtype=np.int64).reshape(-1)
+    if len(peaks) == 0:
+        return None
+    top = s + int(np.argmax(np.asarray(a)[s:e]))
+    r = int(peaks[np.argmin(np.abs(peaks - top))])
+    return r if max(s - r, r - (e - 1), 0) <= reach else None
+
+
+def distinct_beats(intervals: list[tuple[int, int, float]], a: np.ndarray, peaks: np.ndarray, residual: np.ndarray,
+                   rr_prev: np.ndarray | None, rule: IntervalRule) -> list[bool]:
+    """Per interval: keep it under `rule.distinct`? True when the beat it lit differs from the window's median beat
+    (residual RMS over its QRS >= distinct), or came early (with `rr_prev`, the rr_prev channel, and
+    `distinct_early`), or cannot be judged (no R peak within reach, or an all-zero residual: no median beat).
+
+    Why: a patient whose usual beat is wide (bundle branch block) has every beat read as V by a network that never
+    saw them, yet every beat matches the window's median beat; a real ectopic beat does not."""
+    residual = np.asarray(residual, dtype=np.float64).reshape(-1)
+    if not np.any(residual):
+        return [True] * len(intervals)
+    keep = []
+    for s, e, _ in intervals:
+        r = lit_beat(s, e, a, peaks, rule.premature_reach)
+        if r is None:
+            keep.append(True)
+            continue
+        qrs = residual[max(0, r - DISTINCT_HALF) : r + DISTINCT_HALF + 1]
+        early = rule.distinct_early and rr_prev is not None and float(rr_prev[r]) <= -DISTINCT_EARLY
+        keep.append(bool(np.sqrt(np.mean(qrs ** 2)) >= rule.distinct or early))
+    return keep

@@ -19,11 +19,12 @@ from typing import Callable
 import numpy as np
 
 from .card import ModelCard
-from .intervals import attention_to_intervals, onto_premature, premature_beats, snap_to_beats
+from .intervals import attention_to_intervals, distinct_beats, onto_premature, premature_beats, snap_to_beats
 from .rhythm import r_peaks
 
 InferFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 PREMATURE_CLASS = "S"  # the class interval_rule.premature moves onto early beats: every AAMI S beat comes early
+DISTINCT_CLASS = "V"  # the class interval_rule.distinct keeps only on beats unlike the window's median beat
 
 
 @dataclass(frozen=True)
@@ -102,9 +103,24 @@ def label_intervals(
         c = card.abnormal.index(PREMATURE_CLASS)
         for i in np.flatnonzero(window_alarm[:, c]):
             out[i] = _premature(card, x[i], float(probs[i, idx[c]]), attention[i], out[i])
+    if card.interval_rule.distinct > 0 and DISTINCT_CLASS in card.abnormal:
+        for i in range(len(out)):
+            if any(iv.label == DISTINCT_CLASS for iv in out[i]):
+                out[i] = _distinct(card, x[i], attention[i], out[i])
     for ivs in out:
         ivs.sort(key=lambda iv: iv.start)
     return out
+
+
+def _distinct(card: ModelCard, x: np.ndarray, attention: np.ndarray, ivs: list[LabelledInterval]) -> list[LabelledInterval]:
+    """One window's intervals without the V intervals whose beat matches the window's median beat (interval_rule.distinct)."""
+    rule = card.interval_rule
+    mine = [iv for iv in ivs if iv.label == DISTINCT_CLASS]
+    rr_prev = x[len(card.leads.leads)] if rule.distinct_early else None  # validated: rhythm channels follow the leads
+    keep = distinct_beats([(iv.start, iv.end, iv.score) for iv in mine], attention, r_peaks(x[0], card.fs),
+                          x[card.channels - 1], rr_prev, rule)  # validated: the residual is the last channel
+    kept = {id(iv) for iv, k in zip(mine, keep) if k}
+    return [iv for iv in ivs if iv.label != DISTINCT_CLASS or id(iv) in kept]
 
 
 def _premature(card: ModelCard, x: np.ndarray, prob: float, attention: np.ndarray,

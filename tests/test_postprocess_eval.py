@@ -204,7 +204,7 @@ def test_snap_publishes_the_beats_the_window_lit(tiny_model_dir):
 
 
 
-def _premature_card(rule: dict, rhythm: bool = True):
+def _premature_card(rule: dict, rhythm: bool = True, residual: bool = False):
     """A one-lead card (from its JSON form, so it is validated) whose interval rule takes `rule`."""
     from stream_ecg.card import ModelCard
     from stream_ecg.dsp import DspConfig
@@ -213,7 +213,7 @@ def _premature_card(rule: dict, rhythm: bool = True):
     return ModelCard.from_dict({
         "name": "t", "version": "0", "fs": 360.0, "leads": ["MLII"], "lead_aliases": {"MLII": ["MLII"]},
         "window": 2000, "hop": 360, "classes": ["normal", "S", "V"], "abnormal": ["S", "V"],
-        "thresholds": {"S": 0.5, "V": 0.5}, "dsp": DspConfig(rhythm=rhythm).to_dict(), "files": {},
+        "thresholds": {"S": 0.5, "V": 0.5}, "dsp": DspConfig(rhythm=rhythm, beat_residual=residual).to_dict(), "files": {},
         "interval_rule": IntervalRule(**rule).to_dict()})
 
 
@@ -262,3 +262,29 @@ def test_premature_needs_the_rhythm_channels():
 
     with pytest.raises(CardError, match="premature"):
         _premature_card({"premature": 0.1}, rhythm=False)
+
+
+def test_distinct_keeps_v_intervals_only_on_beats_unlike_the_median_beat():
+    x = np.concatenate([_premature_window(), np.full((1, 1, 2000), 0.05, np.float32)], axis=1)  # + a residual channel
+    x[0, 3, 1200 - 36 : 1200 + 37] = 1.0  # only the beat at 1200 differs from the window's median beat
+    att = np.zeros((1, 2000), np.float32)
+    att[0, 1180:1240] = 1.0  # on the distinct beat
+    att[0, 480:540] = 1.0  # on a beat like the others
+    att[0, 780:830] = 1.0  # on the early beat at 800, shaped like the others
+    probs = np.array([[0.1, 0.1, 0.9]], np.float32)
+
+    def lit(rule):
+        return [(iv.start, iv.end) for iv in label_intervals(_premature_card(rule, residual=True), None, x, probs, att)[0]]
+
+    assert lit({}) == [(480, 540), (780, 830), (1180, 1240)]
+    assert lit({"distinct": 0.5}) == [(1180, 1240)]
+    assert lit({"distinct": 0.5, "distinct_early": True}) == [(780, 830), (1180, 1240)]
+    x[0, 3] = 0.0  # no median beat (too few whole beats): nothing can be judged, so nothing is dropped
+    assert lit({"distinct": 0.5}) == [(480, 540), (780, 830), (1180, 1240)]
+
+
+def test_distinct_needs_the_residual_channel():
+    from stream_ecg.card import CardError
+
+    with pytest.raises(CardError, match="distinct"):
+        _premature_card({"distinct": 0.5})

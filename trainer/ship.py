@@ -72,6 +72,8 @@ INTERVAL_LABELLING = (
     "with interval_rule.premature > 0 an S-alarming window's S intervals go onto its premature beats (R peaks whose "
     "rr_prev channel is <= -premature), each moved to the most premature one within premature_reach samples or dropped, "
     "or with premature_all every premature beat outside a V interval published, as R +- snap_half; "
+    "with interval_rule.distinct > 0 a V interval is kept only if the beat it lit differs from the window's median beat "
+    "(residual RMS over R +- 36 samples >= distinct) or, with distinct_early, came 10 % early; "
     "score = window class probability x the interval's normalised attention peak"
 )
 
