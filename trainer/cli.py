@@ -226,7 +226,9 @@ def validate(
                          "window": ev["window"], "detection_delay_s": ev["detection_delay_s"],
                          "first_window": ev["first_window"], "unconfirmed": ev["unconfirmed"],
                          "records_unconfirmed": {r["record"]: {c: r[c]["unconfirmed"] for c in scored.abnormal}
-                                                 for r in ev["records"]}})
+                                                 for r in ev["records"]},
+                         "records_beat": {r["record"]: {c: {k: r[c][k] for k in ("se", "ppv", "beats", "intervals")}
+                                                        for c in scored.abnormal} for r in ev["records"]}})
     typer.echo(json.dumps({"records": names, "thresholds": card.thresholds, "by_rule": rows}, indent=2, default=float))
 
 
