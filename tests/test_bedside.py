@@ -394,3 +394,18 @@ def test_prematurity_counts_s_beats_early_against_the_rr_around_them():
     assert s_prematurity(samples, aami, 2000, 0.1) == {"beats": 20, "S": 1, "S_early": 1}
     ectopic = np.array(["S" if k % 4 else "N" for k in range(20)])  # most beats ectopic, at the steady rate
     assert s_prematurity(np.arange(0, 20 * 400, 400), ectopic, 2000, 0.1)["S_early"] == 0
+
+
+def test_record_changes_counts_records_a_change_helped_or_hurt():
+    from trainer.validation import record_changes
+
+    def row(v_a, v_b):
+        return {"records_beat": {
+            "a": {"S": {"se": 0.5, "ppv": 0.5, "beats": 2, "intervals": 2}, "V": v_a},
+            "b": {"S": {"se": float("nan"), "ppv": 0.0, "beats": 0, "intervals": 3}, "V": v_b}}}
+
+    base = row({"se": 0.5, "ppv": 0.5, "beats": 4, "intervals": 4}, {"se": 1.0, "ppv": 1.0, "beats": 1, "intervals": 1})
+    new = row({"se": 1.0, "ppv": 0.8, "beats": 4, "intervals": 5}, {"se": 0.0, "ppv": float("nan"), "beats": 1, "intervals": 0})
+    out = record_changes(base, new)
+    assert out["V"]["records_up"] == ["a"] and out["V"]["records_down"] == ["b"]  # b lost its one interval: F1 0
+    assert out["S"] == {"up": 0, "down": 0, "same": 1, "records_up": [], "records_down": []}  # b has no S beat: left out

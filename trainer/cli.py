@@ -248,6 +248,24 @@ def prematurity(
     _emit(report, out)
 
 
+@app.command("by-record")
+def by_record(
+    files: str = typer.Option(..., help="Comma-separated `trainer validate` outputs (one per seed set)."),
+    base: int = typer.Option(..., help="Index of the base row in each file's by_rule list."),
+    new: int = typer.Option(..., help="Index of the changed row."),
+    out: Path | None = typer.Option(None, help="Also write the JSON here."),
+) -> None:
+    """Per class, how many records' beat F1 a change raised or lowered, per file and summed: broad gain or a few records?"""
+    from .validation import record_changes
+
+    per_file = {}
+    for f in files.split(","):
+        rows = json.loads(Path(f).read_text())["by_rule"]
+        per_file[f] = record_changes(rows[base], rows[new])
+    total = {c: {k: sum(v[c][k] for v in per_file.values()) for k in ("up", "down", "same")} for c in ("S", "V")}
+    _emit({"files": per_file, "total": total, "command": _command()}, out)
+
+
 @app.command()
 def members(
     run: Path = typer.Option(Path("runs/bedside"), help="A bedside training run (checkpoint.pt) holding an ensemble."),

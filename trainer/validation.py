@@ -62,3 +62,26 @@ def held_out_outputs(run: Path, card: ModelCard, data_dir=None, cache: dict | No
         runner = with_fusion(CheckpointModel(card, net, cache, (str(run), k)))
         outputs.extend(run_record(runner, load_record(r, data_dir)) for r in records)
     return outputs
+
+
+def _f1(row: dict) -> float | None:
+    """Beat F1 of one record and class from `records_beat` (se, ppv, beats, intervals); None without beats of the class."""
+    if not row["beats"]:
+        return None
+    se, ppv = row["se"], (row["ppv"] if row["intervals"] else 0.0)
+    return 0.0 if se + ppv == 0 else 2 * se * ppv / (se + ppv)
+
+
+def record_changes(base: dict, new: dict, classes=("S", "V"), tie: float = 1e-9) -> dict:
+    """Per class, the records (with beats of the class) whose beat F1 rose, fell or stayed between two `trainer
+    validate` rows' `records_beat`: whether a pooled gain is broad or carried by a few records."""
+    out = {}
+    for c in classes:
+        up, down, same = [], [], []
+        for rec, b in base["records_beat"].items():
+            fb, fn = _f1(b[c]), _f1(new["records_beat"][rec][c])
+            if fb is None:
+                continue
+            (up if fn > fb + tie else down if fn < fb - tie else same).append(rec)
+        out[c] = {"up": len(up), "down": len(down), "same": len(same), "records_up": up, "records_down": down}
+    return out
