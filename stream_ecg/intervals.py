@@ -123,9 +123,8 @@ def snap_to_beats(intervals: list[tuple[int, int, float]], a: np.ndarray, peaks:
     a = np.asarray(a, dtype=np.float64).reshape(-1)
     best: dict[int, float] = {}
     for s, e, score in intervals:
-        top = s + int(np.argmax(a[s:e]))
-        r = int(peaks[np.argmin(np.abs(peaks - top))])
-        if max(s - r, r - (e - 1), 0) <= rule.snap:
+        r = lit_beat(s, e, a, peaks, rule.snap)
+        if r is not None:
             best[r] = max(best.get(r, -np.inf), score)
     return [(max(0, r - rule.snap_half), min(n, r + rule.snap_half), sc) for r, sc in sorted(best.items())]
 

@@ -68,11 +68,18 @@ def label_intervals(
     keep_drop = card.interval_rule.keep_drop
     window_alarm = probs[:, idx] >= thr
     occlude: list[tuple[int, int, int, float]] = []
+    found: dict[int, np.ndarray] = {}
+
+    def peaks(i: int) -> np.ndarray:  # each window's R peaks, found once for snap, premature and distinct alike
+        if i not in found:
+            found[i] = r_peaks(x[i, 0], card.fs)
+        return found[i]
+
     for i in np.flatnonzero(window_alarm.any(axis=1)):
         classes = np.flatnonzero(window_alarm[i])
         candidates = attention_to_intervals(attention[i], card.interval_rule)
         if card.interval_rule.snap > 0:
-            candidates = snap_to_beats(candidates, attention[i], r_peaks(x[i, 0], card.fs), x.shape[-1], card.interval_rule)
+            candidates = snap_to_beats(candidates, attention[i], peaks(int(i)), x.shape[-1], card.interval_rule)
         test = len(classes) > 1 or (keep_drop > 0 and len(candidates) > 1)
         for s, e, peak in candidates:
             if test:
@@ -102,34 +109,35 @@ def label_intervals(
     if card.interval_rule.premature > 0 and PREMATURE_CLASS in card.abnormal:
         c = card.abnormal.index(PREMATURE_CLASS)
         for i in np.flatnonzero(window_alarm[:, c]):
-            out[i] = _premature(card, x[i], float(probs[i, idx[c]]), attention[i], out[i])
+            out[i] = _premature(card, x[i], peaks(int(i)), float(probs[i, idx[c]]), attention[i], out[i])
     if card.interval_rule.distinct > 0 and DISTINCT_CLASS in card.abnormal:
         for i in range(len(out)):
             if any(iv.label == DISTINCT_CLASS for iv in out[i]):
-                out[i] = _distinct(card, x[i], attention[i], out[i])
+                out[i] = _distinct(card, x[i], peaks(i), attention[i], out[i])
     for ivs in out:
         ivs.sort(key=lambda iv: iv.start)
     return out
 
 
-def _distinct(card: ModelCard, x: np.ndarray, attention: np.ndarray, ivs: list[LabelledInterval]) -> list[LabelledInterval]:
+def _distinct(card: ModelCard, x: np.ndarray, peaks: np.ndarray, attention: np.ndarray,
+              ivs: list[LabelledInterval]) -> list[LabelledInterval]:
     """One window's intervals without the V intervals whose beat matches the window's median beat (interval_rule.distinct)."""
     rule = card.interval_rule
     mine = [iv for iv in ivs if iv.label == DISTINCT_CLASS]
     rr_prev = x[len(card.leads.leads)] if rule.distinct_early else None  # validated: rhythm channels follow the leads
-    keep = distinct_beats([(iv.start, iv.end, iv.score) for iv in mine], attention, r_peaks(x[0], card.fs),
+    keep = distinct_beats([(iv.start, iv.end, iv.score) for iv in mine], attention, peaks,
                           x[card.channels - 1], rr_prev, rule)  # validated: the residual is the last channel
     kept = {id(iv) for iv, k in zip(mine, keep) if k}
     return [iv for iv in ivs if iv.label != DISTINCT_CLASS or id(iv) in kept]
 
 
-def _premature(card: ModelCard, x: np.ndarray, prob: float, attention: np.ndarray,
+def _premature(card: ModelCard, x: np.ndarray, peaks: np.ndarray, prob: float, attention: np.ndarray,
                ivs: list[LabelledInterval]) -> list[LabelledInterval]:
     """One S-alarming window's intervals with its S intervals put on its premature beats (interval_rule.premature):
     the attention's S intervals moved onto them, or (premature_all) every premature beat outside a V interval."""
     rule, n = card.interval_rule, x.shape[-1]
     rr_prev = x[len(card.leads.leads)]  # the card is validated to carry the rhythm channels right after the leads
-    early, rel = premature_beats(r_peaks(x[0], card.fs), rr_prev, rule.premature)
+    early, rel = premature_beats(peaks, rr_prev, rule.premature)
     others = [iv for iv in ivs if iv.label != PREMATURE_CLASS]
     if rule.premature_all:
         peak = float(np.max(attention, initial=0.0))

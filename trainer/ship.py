@@ -61,6 +61,12 @@ def rule_limits(limits: str, rule: IntervalRule) -> str:
     return limits
 
 
+def _with_rule(card: dict, rule: dict | None) -> None:
+    """Apply interval-rule overrides to a card dict (validated by IntervalRule), and the limit sentence they bring."""
+    card["interval_rule"] = IntervalRule.from_dict({**card["interval_rule"], **(rule or {})}).to_dict()
+    card["limits"] = rule_limits(card.get("limits", ""), IntervalRule.from_dict(card["interval_rule"]))
+
+
 INTERVAL_LABELLING = (
     "a window alarming for one class gives it to each attention interval whose peak reaches "
     "interval_rule.min_score of the window's peak; with interval_rule.snap > 0 each interval first moves onto the R peak "
@@ -199,8 +205,7 @@ def ship(run: Path, out: Path, name: str, version: str, command: str, data_dir=N
     if metrics.get("trained_by"):  # a combined run (trainer combine): its command joins the runs these trained
         card["training"]["trained_by"] = list(metrics["trained_by"])
     card["export_command"] = command
-    card["interval_rule"] = IntervalRule.from_dict({**card["interval_rule"], **(rule or {})}).to_dict()
-    card["limits"] = rule_limits(card.get("limits", ""), IntervalRule.from_dict(card["interval_rule"]))
+    _with_rule(card, rule)
     card = write_model_folder(Deployable(model, "multilabel"), out, card, check_windows(cfg))
     card["latency_ms"] = measure_latency(out, cfg.window)
     if evaluate:
@@ -230,8 +235,7 @@ def recard(source: Path, out: Path, name: str, version: str, command: str, rule:
         shutil.copy2(Path(source) / f, out / f)
     card = {**card, "name": name, "version": version, "export_command": command, "derived_from": derived,
             "interval_labelling": INTERVAL_LABELLING}
-    card["interval_rule"] = IntervalRule.from_dict({**card["interval_rule"], **rule}).to_dict()
-    card["limits"] = rule_limits(card.get("limits", ""), IntervalRule.from_dict(card["interval_rule"]))
+    _with_rule(card, rule)
     unknown = set(thresholds or {}) - set(card["thresholds"])
     if unknown:
         raise ValueError(f"thresholds for classes the card does not alarm on: {sorted(unknown)}")

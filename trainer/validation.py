@@ -18,7 +18,7 @@ from stream_ecg.data import load_record
 from stream_ecg.fusion import with_fusion
 from stream_ecg.offline import RecordOutput, run_record
 
-from .bedside import BedsideConfig, fold_networks
+from .bedside import BedsideConfig, _f1, fold_networks
 from .export import Deployable
 from .train import load_checkpoint
 
@@ -64,12 +64,11 @@ def held_out_outputs(run: Path, card: ModelCard, data_dir=None, cache: dict | No
     return outputs
 
 
-def _f1(row: dict) -> float | None:
+def _record_f1(row: dict) -> float | None:
     """Beat F1 of one record and class from `records_beat` (se, ppv, beats, intervals); None without beats of the class."""
     if not row["beats"]:
         return None
-    se, ppv = row["se"], (row["ppv"] if row["intervals"] else 0.0)
-    return 0.0 if se + ppv == 0 else 2 * se * ppv / (se + ppv)
+    return _f1(row["se"], row["ppv"] if row["intervals"] else 0.0)
 
 
 def record_changes(base: dict, new: dict, classes=("S", "V"), tie: float = 1e-9) -> dict:
@@ -79,7 +78,7 @@ def record_changes(base: dict, new: dict, classes=("S", "V"), tie: float = 1e-9)
     for c in classes:
         up, down, same = [], [], []
         for rec, b in base["records_beat"].items():
-            fb, fn = _f1(b[c]), _f1(new["records_beat"][rec][c])
+            fb, fn = _record_f1(b[c]), _record_f1(new["records_beat"][rec][c])
             if fb is None:
                 continue
             (up if fn > fb + tie else down if fn < fb - tie else same).append(rec)
