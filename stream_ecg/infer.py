@@ -70,12 +70,26 @@ class TorchModel:
             raise BackendUnavailable("the torch backend needs torch: pip install 'stream-ecg[trainer]'") from exc
         torch.set_num_threads(threads)
         self.torch, self.device, self.card = torch, device, card
-        self.module = torch.export.load(str(path)).module().to(device)
+        program = torch.export.load(str(path))
+        if device != "cpu":  # the saved graph pins its tensors to the CPU; `.module().to(device)` is not enough
+            from torch.export.passes import move_to_device_pass
+
+            program = move_to_device_pass(program, device)
+            strict_fp32(torch)
+        self.module = program.module()
 
     def infer(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with self.torch.inference_mode():
             probs, attention = self.module(self.torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device))
         return probs.float().cpu().numpy(), attention.float().cpu().numpy()
+
+
+def strict_fp32(torch) -> None:
+    """fp32 on a GPU means fp32: no TF32 in convolutions and matmuls. With TF32 (PyTorch's default for
+    cuDNN convolutions) the shipped model's probabilities moved by up to 1.5e-3 from the CPU's on an
+    H200 (docs/results/cuda_precision_h200.json); the card's thresholds were chosen on fp32 outputs."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
 
 
 def cuda_problem() -> str | None:
@@ -89,26 +103,59 @@ def cuda_problem() -> str | None:
     return None
 
 
+def tensorrt_problem() -> str | None:
+    """Why Torch-TensorRT cannot be used here, or None when it can (looked up, not imported)."""
+    from importlib.util import find_spec
+
+    problem = cuda_problem()
+    if problem is None and find_spec("torch_tensorrt") is None:
+        problem = "torch-tensorrt is not installed (pip install 'stream-ecg[tensorrt]')"
+    return problem
+
+
+# Largest batch a TensorRT engine is built for; the worker's batches and the interval labelling's
+# re-runs are split to fit.
+TRT_MAX_BATCH = 256
+
+
+def compile_tensorrt_program(program, leads: int, window: int):
+    """Torch-TensorRT (dynamo IR) build of an ExportedProgram for batches of 1..TRT_MAX_BATCH windows.
+
+    The dynamo path of Torch-TensorRT 2.13 is strongly typed: each op runs in the dtype the program
+    gives it, so an fp32 program builds an fp32 engine and fp16 needs an fp16 program
+    (trainer.export.typed_program)."""
+    import torch
+    import torch_tensorrt  # lazy: importing it without an NVIDIA driver fails
+
+    spec = torch_tensorrt.Input(min_shape=(1, leads, window), opt_shape=(32, leads, window),
+                                max_shape=(TRT_MAX_BATCH, leads, window), dtype=torch.float32)
+    from torch.export.passes import move_to_device_pass
+
+    program = move_to_device_pass(program, "cuda")
+    return torch_tensorrt.dynamo.compile(program, arg_inputs=[spec], disable_tf32=True)
+
+
 class TensorRTModel(TorchModel):
-    """The ExportedProgram compiled by Torch-TensorRT on first load (needs an NVIDIA GPU)."""
+    """The fp32 ExportedProgram compiled by Torch-TensorRT on first load (needs an NVIDIA GPU)."""
 
     backend = "tensorrt"
 
-    def __init__(self, card: ModelCard, path: Path, threads: int = 1, fp16: bool = False):
-        problem = cuda_problem()
+    def __init__(self, card: ModelCard, path: Path, threads: int = 1):
+        problem = tensorrt_problem()
         if problem:
             raise BackendUnavailable(
                 f"tensorrt backend unavailable: {problem}. Use --backend onnxruntime here, or build a TensorRT "
                 f"engine on the target with: trtexec --onnx={path.with_name(ONNX_FILE)} --saveEngine=model.engine"
             )
         super().__init__(card, path, threads, device="cuda")
-        try:
-            import torch_tensorrt
-        except ImportError as exc:
-            raise BackendUnavailable("tensorrt backend needs torch-tensorrt: pip install 'stream-ecg[tensorrt]'") from exc
-        example = self.torch.zeros(1, card.channels, card.window, device="cuda")
-        precisions = {self.torch.float16, self.torch.float32} if fp16 else {self.torch.float32}
-        self.module = torch_tensorrt.compile(self.module, ir="dynamo", inputs=[example], enabled_precisions=precisions)
+        program = self.torch.export.load(str(path))
+        self.module = compile_tensorrt_program(program, card.channels, card.window)
+
+    def infer(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if len(x) <= TRT_MAX_BATCH:
+            return super().infer(x)
+        parts = [super().infer(x[i : i + TRT_MAX_BATCH]) for i in range(0, len(x), TRT_MAX_BATCH)]
+        return np.concatenate([p for p, _ in parts]), np.concatenate([a for _, a in parts])
 
 
 def load_model(model_dir: Path | str, backend: str = "onnxruntime", threads: int = 1) -> InferenceModel:

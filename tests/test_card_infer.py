@@ -9,7 +9,7 @@ import pytest
 from stream_ecg.card import CardError, LeadContract, default_model_dir, load_card
 from stream_ecg.data import excerpt_dir, load_record
 from stream_ecg.dsp import preprocess, window_input
-from stream_ecg.infer import BackendUnavailable, cuda_problem, load_model
+from stream_ecg.infer import ONNX_FILE, BackendUnavailable, OnnxModel, cuda_problem, load_model, tensorrt_problem
 
 
 def excerpt_windows(card, n=16):
@@ -113,26 +113,111 @@ def test_lead_contract_picks_by_name_alias_and_fallback():
         LeadContract(leads=("MLII",), fallback="refuse").pick(("V5", "V2"))
 
 
-@pytest.mark.skipif(cuda_problem() is None, reason="CUDA present: the refusal path does not apply")
+@pytest.mark.skipif(tensorrt_problem() is None, reason="Torch-TensorRT can run here: the refusal path does not apply")
 def test_tensorrt_without_cuda_says_why_and_names_the_onnx_route(tiny_model_dir):
     with pytest.raises(BackendUnavailable) as err:
         load_model(tiny_model_dir, "tensorrt")
+    assert tensorrt_problem() in str(err.value)
     assert "trtexec --onnx=" in str(err.value) and "model.onnx" in str(err.value)
+
+
+@pytest.mark.skipif(tensorrt_problem() is None, reason="Torch-TensorRT can run here: the refusal path does not apply")
+def test_trainer_tensorrt_without_cuda_exits_2_naming_the_trtexec_route(tiny_model_dir, tmp_path):
+    pytest.importorskip("torch")
+    from typer.testing import CliRunner
+
+    from trainer.cli import app
+
+    res = CliRunner().invoke(app, ["tensorrt", "--model", str(tiny_model_dir), "--fp16", "--out", str(tmp_path / "m.ep")])
+    assert res.exit_code == 2 and not (tmp_path / "m.ep").exists()
+    assert f"trtexec --onnx={tiny_model_dir / 'model.onnx'}" in res.output and "--fp16" in res.output
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(tensorrt_problem() is not None, reason=f"needs Torch-TensorRT on an NVIDIA GPU: {tensorrt_problem()}")
+def test_tensorrt_matches_onnx_on_gpu(tiny_model_dir):  # pragma: no cover - runs only where CUDA exists
+    from stream_ecg.infer import TRT_MAX_BATCH
+
+    trt, onnx = load_model(tiny_model_dir, "tensorrt"), load_model(tiny_model_dir, "onnxruntime")
+    x = excerpt_windows(onnx.card, 8)
+    assert np.abs(trt.infer(x)[0] - onnx.infer(x)[0]).max() <= 1e-3
+    many = np.concatenate([x] * (TRT_MAX_BATCH // 8 + 1))  # more than one engine batch
+    assert np.abs(trt.infer(many)[0] - onnx.infer(many)[0]).max() <= 1e-3
 
 
 @pytest.mark.cuda
 @pytest.mark.skipif(cuda_problem() is not None, reason="needs an NVIDIA GPU with CUDA")
-def test_tensorrt_matches_onnx_on_gpu(tiny_model_dir):  # pragma: no cover - runs only where CUDA exists
-    trt, onnx = load_model(tiny_model_dir, "tensorrt"), load_model(tiny_model_dir, "onnxruntime")
-    x = excerpt_windows(onnx.card, 8)
-    assert np.abs(trt.infer(x)[0] - onnx.infer(x)[0]).max() <= 1e-3
+def test_exported_program_runs_on_cuda(tiny_model_dir):  # pragma: no cover - runs only where CUDA exists
+    """The .pt2 on a GPU (what the tensorrt backend starts from) gives the ONNX model's outputs."""
+    from stream_ecg.infer import EXPORTED_FILE, TorchModel
+
+    card = load_card(tiny_model_dir)
+    x = excerpt_windows(card, 8)
+    got = TorchModel(card, tiny_model_dir / EXPORTED_FILE, device="cuda").infer(x)
+    want = OnnxModel(card, tiny_model_dir / ONNX_FILE).infer(x)
+    assert max(float(np.abs(g - w).max()) for g, w in zip(got, want)) <= 1e-4  # fp32, TF32 off (strict_fp32)
+
+
+def _shipped_dir():
+    try:
+        return default_model_dir()
+    except CardError:
+        pytest.skip("no model shipped in edge_models/ yet")
+
+
+def test_shipped_network_rebuilds_from_its_folder():
+    """trainer.export.deployable_from_folder: a shipped model's nn.Module, without its training run."""
+    torch = pytest.importorskip("torch")
+    from trainer.export import deployable_from_folder
+
+    model_dir = _shipped_dir()
+    card = load_card(model_dir)
+    x = excerpt_windows(card, 8)
+    want = OnnxModel(card, model_dir / ONNX_FILE).infer(x)  # the network's own outputs, before rhythm fusion
+    with torch.no_grad():
+        got = [t.numpy() for t in deployable_from_folder(model_dir)(torch.from_numpy(x))]
+    assert max(float(np.abs(g - w).max()) for g, w in zip(got, want)) <= 1e-4
+
+
+def test_fp16_program_keeps_the_attention_pooling_in_fp32(tiny_model_dir):
+    """What a strongly typed TensorRT build compiles for --fp16: fp16 convolutions, fp32 sum of squares."""
+    torch = pytest.importorskip("torch")
+    from trainer.export import deployable_from_folder, op_dtypes, typed_program
+
+    card = load_card(tiny_model_dir)
+    net = deployable_from_folder(tiny_model_dir)
+    half = typed_program(net, card.channels, card.window, fp16=True)
+    assert set(op_dtypes(half, "conv1d")) == {torch.float16}
+    assert set(op_dtypes(half, "square")) == set(op_dtypes(half, "sqrt")) == {torch.float32}
+    assert set(op_dtypes(typed_program(net, card.channels, card.window), "conv1d")) == {torch.float32}
+    x = excerpt_windows(card, 4)
+    with torch.no_grad():
+        got, want = half.module()(torch.from_numpy(x)), net(torch.from_numpy(x))
+    assert got[0].dtype == torch.float32 and float((got[0] - want[0]).abs().max()) <= 1e-2
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(cuda_problem() is not None, reason="needs an NVIDIA GPU with CUDA")
+def test_fp16_program_on_cuda_matches_fp32_on_real_windows():  # pragma: no cover - runs only where CUDA exists
+    """The shipped model's fp16 program (pooling fp32) on a GPU against its fp32 network on the CPU."""
+    import torch
+    from torch.export.passes import move_to_device_pass
+
+    from trainer.export import deployable_from_folder, typed_program
+
+    model_dir = _shipped_dir()
+    card = load_card(model_dir)
+    net = deployable_from_folder(model_dir)
+    x = excerpt_windows(card, 32)
+    with torch.no_grad():
+        want = net(torch.from_numpy(x))[0].numpy()
+        half = move_to_device_pass(typed_program(net, card.channels, card.window, fp16=True), "cuda").module()
+        got = half(torch.from_numpy(x).cuda())[0].cpu().numpy()
+    assert np.isfinite(got).all() and np.abs(got - want).max() <= 1e-2
 
 
 def test_shipped_default_model_is_consistent():
-    try:
-        model_dir = default_model_dir()
-    except CardError:
-        pytest.skip("no model shipped in edge_models/ yet")
+    model_dir = _shipped_dir()
     onnx, torch_model = load_model(model_dir, "onnxruntime"), load_model(model_dir, "torch")
     card = json.loads((model_dir / "card.json").read_text())
     for key in ("fs", "leads", "window", "hop", "classes", "files", "metrics"):

@@ -151,16 +151,28 @@ def export(
         (out.parent / "DEFAULT").write_text(out.name + "\n")
     typer.echo(json.dumps({k: card[k] for k in ("name", "files", "latency_ms", "metrics") if k in card}, indent=2, default=float))
     if tensorrt:
-        from stream_ecg.infer import EXPORTED_FILE
+        _tensorrt(out, out / "model_trt.ep", fp16)
 
-        from .export import ExportError, compile_tensorrt
 
-        try:
-            path = compile_tensorrt(out / EXPORTED_FILE, card["model_config"]["in_leads"], card["window"], out / "model_trt.ep", fp16)
-        except ExportError as exc:
-            typer.echo(str(exc), err=True)
-            raise typer.Exit(code=2) from exc
-        typer.echo(f"TensorRT module: {path}")
+def _tensorrt(model_dir: Path, out: Path, fp16: bool) -> None:
+    from .export import ExportError, compile_tensorrt
+
+    try:
+        path = compile_tensorrt(model_dir, out, fp16)
+    except ExportError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(code=2) from exc
+    typer.echo(f"TensorRT module: {path}")
+
+
+@app.command()
+def tensorrt(
+    model: Path = typer.Option(..., "--model", help="A shipped model folder (card.json, model.onnx, model.pt2)."),
+    out: Path = typer.Option(Path("model_trt.ep"), help="The compiled module (an ExportedProgram; for this GPU only)."),
+    fp16: bool = typer.Option(False, help="fp16 engine; the attention pooling stays fp32."),
+) -> None:
+    """Compile a shipped model with Torch-TensorRT on this machine's NVIDIA GPU (exit 2, naming the trtexec route, elsewhere)."""
+    _tensorrt(model, out, fp16)
 
 
 @app.command()

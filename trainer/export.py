@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Literal
@@ -11,9 +12,9 @@ import torch
 from torch import nn
 
 from stream_ecg.card import CARD_FILE, load_card, sha256
-from stream_ecg.infer import EXPORTED_FILE, ONNX_FILE, cuda_problem
+from stream_ecg.infer import EXPORTED_FILE, ONNX_FILE, compile_tensorrt_program, tensorrt_problem
 
-from .model import JointModel
+from .model import JointEnsemble, JointModel, JointModelConfig
 
 Head = Literal["softmax", "multilabel"]
 
@@ -81,34 +82,74 @@ def verify_onnx(net: Deployable, onnx_path: Path, x: np.ndarray) -> float:
     return float(max(np.abs(g - w).max() for g, w in zip(got, want)))
 
 
-def compile_tensorrt(program_path: Path, leads: int, window: int, out: Path, fp16: bool = False) -> Path:
-    """Torch-TensorRT (dynamo IR) compile of the ExportedProgram; the L2 pooling stays in fp32."""
-    problem = cuda_problem()
+def deployable_from_folder(model_dir: Path, state_dict: dict | None = None) -> Deployable:
+    """The shipped network as an nn.Module, rebuilt from a model folder's card and .pt2 weights, so a
+    shipped model can be compiled again (e.g. in fp16 for TensorRT) without its training run.
+    `state_dict` (the .pt2's, saved with torch.save) stands in for the .pt2 under another torch version."""
+    card = load_card(model_dir)  # refuses a folder whose files do not match the card
+    raw = json.loads((Path(model_dir) / CARD_FILE).read_text())
+    cfg = JointModelConfig.from_dict(raw["model_config"])
+    members = int(raw.get("ensemble", {}).get("members", 1))
+    model = JointEnsemble(cfg, members) if "ensemble" in raw else JointModel(cfg)
+    # a multilabel head has one output per abnormal class and puts "normal" first (Deployable)
+    heads: dict[int, Head] = {cfg.n_classes: "softmax", cfg.n_classes + 1: "multilabel"}
+    if len(card.classes) not in heads:
+        raise ExportError(f"{model_dir}: the card's classes {card.classes} do not fit a network of {cfg.n_classes} outputs")
+    net = Deployable(model, heads[len(card.classes)])
+    net.load_state_dict(state_dict if state_dict is not None else torch.export.load(str(Path(model_dir) / EXPORTED_FILE)).state_dict)
+    return net.eval()
+
+
+class HalfDeployable(nn.Module):
+    """The network in fp16 behind fp32 inputs and outputs. The attention pooling casts itself to fp32
+    (trainer.model.AttentionPooling): its windowed sum of squares reaches 5.2e4 on the bundled excerpt
+    (bench/cuda_precision.py), close to fp16's 6.55e4 limit. An explicitly typed program carries
+    those casts, so a strongly typed TensorRT build keeps them."""
+
+    def __init__(self, net: Deployable):
+        super().__init__()
+        self.net = copy.deepcopy(net).half().eval()
+        self.eval()
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        probs, attention = self.net(x.half())
+        return probs.float(), attention.float()
+
+
+def typed_program(net: Deployable, leads: int, window: int, fp16: bool = False) -> torch.export.ExportedProgram:
+    """The ExportedProgram a TensorRT build compiles: fp32, or fp16 with the pooling in fp32. Dynamic batch."""
+    module = HalfDeployable(net) if fp16 else net
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    return torch.export.export(module, (torch.zeros(2, leads, window),), dynamic_shapes={"x": {0: batch}})
+
+
+def op_dtypes(program: torch.export.ExportedProgram, op: str) -> list[torch.dtype]:
+    """Output dtypes of every call of an aten op (e.g. "square") in a program, in graph order."""
+    return [n.meta["val"].dtype for n in program.graph.nodes
+            if n.op == "call_function" and getattr(n.target, "__name__", "").split(".")[0] == op]
+
+
+def compile_tensorrt(model_dir: Path, out: Path, fp16: bool = False) -> Path:
+    """Torch-TensorRT (dynamo IR) build of a shipped model folder, saved as an ExportedProgram.
+
+    Torch-TensorRT 2.13's dynamo path is strongly typed (it ignores `enabled_precisions`), so fp16 is
+    asked for by compiling an fp16 program (HalfDeployable) whose attention pooling stays fp32."""
+    onnx_path = Path(model_dir) / ONNX_FILE
+    problem = tensorrt_problem()
     if problem:
         raise ExportError(
-            f"Torch-TensorRT needs CUDA: {problem}. The portable route: copy "
-            f"{program_path.with_name(ONNX_FILE)} to the NVIDIA device (e.g. Jetson) and run "
-            f"`trtexec --onnx={program_path.with_name(ONNX_FILE)} --saveEngine=model.engine"
-            f"{' --fp16' if fp16 else ''}`."
+            f"Torch-TensorRT cannot run here: {problem}. The portable route: copy {onnx_path} to the NVIDIA "
+            f"device (e.g. Jetson) and run `trtexec --onnx={onnx_path} --saveEngine=model.engine` (fp32; "
+            "do not add --fp16: TensorRT may then put the attention pooling's windowed sum of squares, "
+            "up to 5.2e4 on the bundled excerpt, into fp16, whose range ends at 6.55e4)."
         )
     import torch_tensorrt  # lazy: importing it without an NVIDIA driver fails
 
-    module = torch.export.load(str(program_path)).module().cuda().eval()
-    precisions = {torch.float32, torch.float16} if fp16 else {torch.float32}
-    inputs = [
-        torch_tensorrt.Input(
-            min_shape=(1, leads, window), opt_shape=(32, leads, window), max_shape=(256, leads, window), dtype=torch.float32
-        )
-    ]
-    trt = torch_tensorrt.compile(
-        module,
-        ir="dynamo",
-        inputs=inputs,
-        enabled_precisions=precisions,
-        # the attention pooling's sum of squares overflows fp16: keep those ops in fp32
-        torch_executed_ops={"torch.ops.aten.avg_pool1d.default", "torch.ops.aten.sqrt.default"} if fp16 else set(),
-    )
-    torch_tensorrt.save(trt, str(out), inputs=[torch.zeros(1, leads, window, device="cuda")])
+    card = load_card(model_dir)
+    program = typed_program(deployable_from_folder(model_dir), card.channels, card.window, fp16)
+    trt = compile_tensorrt_program(program, card.channels, card.window)
+    example = torch.zeros(2, card.channels, card.window, device="cuda")
+    torch_tensorrt.save(trt, str(out), arg_inputs=[example])
     return out
 
 
