@@ -126,11 +126,10 @@ def compile_tensorrt_program(program, leads: int, window: int):
     (trainer.export.typed_program)."""
     import torch
     import torch_tensorrt  # lazy: importing it without an NVIDIA driver fails
+    from torch.export.passes import move_to_device_pass
 
     spec = torch_tensorrt.Input(min_shape=(1, leads, window), opt_shape=(32, leads, window),
                                 max_shape=(TRT_MAX_BATCH, leads, window), dtype=torch.float32)
-    from torch.export.passes import move_to_device_pass
-
     program = move_to_device_pass(program, "cuda")
     return torch_tensorrt.dynamo.compile(program, arg_inputs=[spec], disable_tf32=True)
 
