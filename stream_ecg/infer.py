@@ -76,6 +76,7 @@ class TorchModel:
 
             program = move_to_device_pass(program, device)
             strict_fp32(torch)
+        self.program = program  # kept for backends that compile it further (TensorRTModel)
         self.module = program.module()
 
     def infer(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -130,7 +131,7 @@ def compile_tensorrt_program(program, leads: int, window: int):
 
     spec = torch_tensorrt.Input(min_shape=(1, leads, window), opt_shape=(32, leads, window),
                                 max_shape=(TRT_MAX_BATCH, leads, window), dtype=torch.float32)
-    program = move_to_device_pass(program, "cuda")
+    program = move_to_device_pass(program, "cuda")  # a no-op for a program already there
     return torch_tensorrt.dynamo.compile(program, arg_inputs=[spec], disable_tf32=True)
 
 
@@ -147,8 +148,7 @@ class TensorRTModel(TorchModel):
                 f"engine on the target with: trtexec --onnx={path.with_name(ONNX_FILE)} --saveEngine=model.engine"
             )
         super().__init__(card, path, threads, device="cuda")
-        program = self.torch.export.load(str(path))
-        self.module = compile_tensorrt_program(program, card.channels, card.window)
+        self.module = compile_tensorrt_program(self.program, card.channels, card.window)
 
     def infer(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if len(x) <= TRT_MAX_BATCH:

@@ -65,9 +65,7 @@ def export_onnx(net: Deployable, path: Path, leads: int, window: int) -> Path:
 
 def export_program(net: Deployable, path: Path, leads: int, window: int) -> Path:
     """torch.export ExportedProgram with a dynamic batch axis."""
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    program = torch.export.export(net, (torch.zeros(2, leads, window),), dynamic_shapes={"x": {0: batch}})
-    torch.export.save(program, str(path))
+    torch.export.save(typed_program(net, leads, window), str(path))
     return path
 
 
@@ -117,7 +115,8 @@ class HalfDeployable(nn.Module):
 
 
 def typed_program(net: Deployable, leads: int, window: int, fp16: bool = False) -> torch.export.ExportedProgram:
-    """The ExportedProgram a TensorRT build compiles: fp32, or fp16 with the pooling in fp32. Dynamic batch."""
+    """The network as an ExportedProgram with a dynamic batch axis: fp32 (the shipped .pt2), or fp16 with the
+    pooling in fp32 (what `trainer tensorrt --fp16` compiles)."""
     module = HalfDeployable(net) if fp16 else net
     batch = torch.export.Dim("batch", min=1, max=4096)
     return torch.export.export(module, (torch.zeros(2, leads, window),), dynamic_shapes={"x": {0: batch}})
