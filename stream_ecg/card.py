@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .dsp import DspConfig
 from .intervals import IntervalRule
+from .rhythm import PREMATURITY_REFERENCES
 
 CARD_FILE = "card.json"
 DEFAULT_FILE = "DEFAULT"
@@ -73,6 +74,9 @@ class ModelCard:
     files: dict[str, str]  # file name -> sha256
     model_config: dict
     rhythm_fusion: dict[str, float] = field(default_factory=dict)  # class -> weight of rr prematurity on its logit (stream_ecg.fusion)
+    # what the fusion and interval_rule.premature take a beat's RR against: the window's median RR (the rr_prev
+    # channel as the network sees it) or the window's mean RR (stream_ecg.rhythm.rereferenced)
+    prematurity_reference: str = "median"
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -99,6 +103,7 @@ class ModelCard:
                 files=dict(d["files"]),
                 model_config=dict(d.get("model_config", {})),
                 rhythm_fusion={k: float(v) for k, v in d.get("rhythm_fusion", {}).items()},
+                prematurity_reference=str(d.get("prematurity_reference", "median")),
                 raw=d,
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -122,6 +127,8 @@ class ModelCard:
         wrong = [c for c in self.rhythm_fusion if c not in self.abnormal]
         if wrong or (self.rhythm_fusion and not self.dsp.rhythm):
             raise CardError(f"rhythm_fusion {self.rhythm_fusion} needs abnormal classes and dsp.rhythm (its rr_prev channel)")
+        if self.prematurity_reference not in PREMATURITY_REFERENCES:
+            raise CardError(f"prematurity_reference {self.prematurity_reference!r} must be one of {PREMATURITY_REFERENCES}")
         if self.interval_rule.premature > 0 and ("S" not in self.abnormal or not self.dsp.rhythm):
             raise CardError("interval_rule.premature needs an abnormal class S and dsp.rhythm (its rr_prev channel)")
         if self.interval_rule.distinct > 0 and ("V" not in self.abnormal or not self.dsp.beat_residual

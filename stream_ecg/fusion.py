@@ -14,17 +14,28 @@ from __future__ import annotations
 import numpy as np
 
 from .card import ModelCard
-from .rhythm import RR_CLIP
+from .rhythm import RR_CLIP, r_peaks, rereferenced
 
 _EPS = 1e-7
 
 
-def rr_prematurity(x: np.ndarray, n_leads: int) -> np.ndarray:
+def rr_prematurity(x: np.ndarray, n_leads: int, reference: str = "median", fs: float | None = None) -> np.ndarray:
     """Per window of model input (B, n_leads + rhythm channels, n): -log(shortest RR / reference RR), from
     the `rr_prev` channel, which `rhythm.add_rhythm` puts right after the `n_leads` leads (RR before each
     beat over the reference, minus 1, clipped; 0 where unknown), so 0 when no beat came early. Values
-    outside the channel's clip range (not a real rhythm channel) are clipped to it, and non-finite ones read as 0."""
-    shortest = np.min(np.nan_to_num(np.asarray(x, np.float64)[:, n_leads], nan=0.0, posinf=0.0, neginf=0.0), axis=-1)
+    outside the channel's clip range (not a real rhythm channel) are clipped to it, and non-finite ones read as 0.
+    With `reference` "mean" the channel is read at the R peaks of the first lead (`rhythm.r_peaks` at `fs`, as the
+    channel was painted) and taken against the mean of the window's RRs (`rhythm.rereferenced`)."""
+    rr_prev = np.nan_to_num(np.asarray(x, np.float64)[:, n_leads], nan=0.0, posinf=0.0, neginf=0.0)
+    if reference == "median":
+        shortest = np.min(rr_prev, axis=-1)
+    else:
+        if fs is None:
+            raise ValueError(f"the {reference!r} prematurity reference finds R peaks, so it needs fs")
+        shortest = np.zeros(len(rr_prev))
+        for i, (lead, channel) in enumerate(zip(np.asarray(x)[:, 0], rr_prev)):
+            rel = rereferenced(channel[r_peaks(lead, fs)], reference)
+            shortest[i] = min(0.0, float(np.min(rel, initial=0.0)))
     return -np.log1p(np.clip(shortest, *RR_CLIP))
 
 
@@ -34,13 +45,18 @@ def logit_offsets(fusion: dict[str, float], classes: tuple[str, ...] | list[str]
     return np.stack([fusion.get(c, 0.0) * np.asarray(prem, np.float64) for c in classes], axis=1)
 
 
+def card_prematurity(card: ModelCard, x: np.ndarray) -> np.ndarray:
+    """`rr_prematurity` of model input `x` as `card` reads it (its leads, its prematurity reference, its fs)."""
+    return rr_prematurity(x, len(card.leads.leads), card.prematurity_reference, card.fs)
+
+
 def fuse(card: ModelCard, x: np.ndarray, probs: np.ndarray) -> np.ndarray:
     """The card's class probabilities with each fused class's logit raised by weight x prematurity;
     the normal class stays prod(1 - p_abnormal), as the network's output defines it."""
     if not card.rhythm_fusion:
         return probs
     p = np.clip(np.asarray(probs, np.float64), _EPS, 1 - _EPS)
-    out = 1.0 / (1.0 + np.exp(-(np.log(p) - np.log1p(-p) + logit_offsets(card.rhythm_fusion, card.classes, rr_prematurity(x, len(card.leads.leads))))))
+    out = 1.0 / (1.0 + np.exp(-(np.log(p) - np.log1p(-p) + logit_offsets(card.rhythm_fusion, card.classes, card_prematurity(card, x)))))
     out = np.where([c in card.rhythm_fusion for c in card.classes], out, np.asarray(probs, np.float64))
     if "normal" in card.classes:
         out[:, card.classes.index("normal")] = np.prod([1 - out[:, card.classes.index(c)] for c in card.abnormal], axis=0)

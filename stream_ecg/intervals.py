@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .rhythm import rereferenced
+
 
 DISTINCT_HALF = 36  # samples either side of the R peak over which `distinct` reads the residual: 100 ms, the QRS
 DISTINCT_EARLY = 0.1  # with `distinct_early`, a beat at least this share early keeps its V interval whatever its shape
@@ -129,13 +131,15 @@ def snap_to_beats(intervals: list[tuple[int, int, float]], a: np.ndarray, peaks:
     return [(max(0, r - rule.snap_half), min(n, r + rule.snap_half), sc) for r, sc in sorted(best.items())]
 
 
-def premature_beats(peaks: np.ndarray, rr_prev: np.ndarray, premature: float) -> tuple[np.ndarray, np.ndarray]:
+def premature_beats(peaks: np.ndarray, rr_prev: np.ndarray, premature: float,
+                    reference: str = "median") -> tuple[np.ndarray, np.ndarray]:
     """The R peaks (window-relative) whose beat came at least `premature` early, and how early each came:
     `rr_prev` is the window's rr_prev input channel (RR before each beat over the reference RR, minus 1,
-    painted over the beat's span; 0 where unknown), read at the R peak."""
+    painted over the beat's span; 0 where unknown), read at the R peak, and taken against `reference`
+    (`rhythm.rereferenced`: the channel's own median, or the mean of the window's RRs)."""
     peaks = np.sort(np.asarray(peaks, dtype=np.int64).reshape(-1))
     peaks = peaks[(peaks >= 0) & (peaks < len(rr_prev))]
-    rel = np.asarray(rr_prev, dtype=np.float64)[peaks]
+    rel = rereferenced(np.asarray(rr_prev, dtype=np.float64)[peaks], reference)
     early = rel <= -premature
     return peaks[early], rel[early]
 

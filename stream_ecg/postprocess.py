@@ -137,7 +137,7 @@ def _premature(card: ModelCard, x: np.ndarray, peaks: np.ndarray, prob: float, a
     the attention's S intervals moved onto them, or (premature_all) every premature beat outside a V interval."""
     rule, n = card.interval_rule, x.shape[-1]
     rr_prev = x[len(card.leads.leads)]  # the card is validated to carry the rhythm channels right after the leads
-    early, rel = premature_beats(peaks, rr_prev, rule.premature)
+    early, rel = premature_beats(peaks, rr_prev, rule.premature, card.prematurity_reference)
     others = [iv for iv in ivs if iv.label != PREMATURE_CLASS]
     if rule.premature_all:
         peak = float(np.max(attention, initial=0.0))

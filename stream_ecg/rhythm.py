@@ -25,6 +25,7 @@ _INTEGRATE_S = 0.08  # energy smoothing, about one QRS width
 _SEARCH_S = 0.06  # R peak sought within this of the energy peak
 _HEIGHT = 0.3  # a peak must reach this share of the window's typical beat energy
 RR_CLIP = (-0.8, 1.5)  # relative RR deviation is clipped to this range
+PREMATURITY_REFERENCES = ("median", "mean")  # what a beat is early against after the network (ModelCard.prematurity_reference)
 
 
 def r_peaks(lead: np.ndarray, fs: float) -> np.ndarray:
@@ -104,6 +105,21 @@ def rr_channels(lead: np.ndarray, fs: float, reference: float | None = None, pea
         if k < peaks.size - 1:
             out[1, lo:hi] = rel[k]
     return out
+
+
+def rereferenced(rel: np.ndarray, reference: str) -> np.ndarray:
+    """A window's rr_prev channel read at its R peaks, in order (RR before each beat over the channel's reference,
+    minus 1; the first beat's is unknown, 0), against `reference`. "median" gives it back. "mean" puts each known RR
+    over the mean of the known RRs: the channel holds RR / median - 1, so RR / mean = (v + 1) / mean(v + 1), clipped
+    as the channel is. Why the mean: where ectopic beats are most of the beats (runs between sinus pauses) their own RR
+    is the median, so against it they are not early; the pauses pull the mean above them (docs/results_notes.md)."""
+    if reference not in PREMATURITY_REFERENCES:
+        raise ValueError(f"prematurity reference must be one of {PREMATURITY_REFERENCES}, got {reference!r}")
+    rel = np.asarray(rel, dtype=np.float64).reshape(-1)
+    if reference == "median" or rel.size < 3:  # under three beats the channel holds no RR at all
+        return rel
+    ratio = rel[1:] + 1.0
+    return np.concatenate([[0.0], np.clip(ratio / ratio.mean() - 1.0, *RR_CLIP)])
 
 
 def add_rhythm(

@@ -391,9 +391,24 @@ def test_prematurity_counts_s_beats_early_against_the_rr_around_them():
     aami[10] = "S"
     rel = rr_prev_relative(samples, 2000)
     assert rel[9] == pytest.approx(-0.25) and rel[10] == pytest.approx(0.25) and rel[0] == 0
-    assert s_prematurity(samples, aami, 2000, 0.1) == {"beats": 20, "S": 1, "S_early": 1}
+    assert s_prematurity(samples, aami, 2000, 0.1) == {"beats": 20, "S": 1, "S_early": 1, "N": 19, "N_early": 0}
     ectopic = np.array(["S" if k % 4 else "N" for k in range(20)])  # most beats ectopic, at the steady rate
     assert s_prematurity(np.arange(0, 20 * 400, 400), ectopic, 2000, 0.1)["S_early"] == 0
+
+
+def test_mean_reference_finds_ectopic_runs_between_pauses_that_the_median_misses():
+    from trainer.prematurity import rr_prev_relative, s_prematurity
+
+    # a slow sinus beat after each 700-sample pause, then two ectopic beats 250 samples apart (as in MIT-BIH 232)
+    samples = np.cumsum([0] + [700, 250, 250] * 10)
+    aami = np.array(["N"] + ["N", "S", "S"] * 10)
+    median = s_prematurity(samples, aami, 3600, 0.1, "median")
+    mean = s_prematurity(samples, aami, 3600, 0.1, "mean")
+    assert median["S_early"] == 0  # the ectopic beats' own RR is the median
+    assert mean["S_early"] == median["S"] == 20 and mean["N_early"] == 0  # the pauses lift the mean; N beats come late
+    assert rr_prev_relative(samples, 3600, "mean")[1] == pytest.approx(250 / 400 - 1, abs=0.02)
+    with pytest.raises(ValueError, match="reference"):
+        rr_prev_relative(samples, 3600, "mode")
 
 
 def test_record_changes_counts_records_a_change_helped_or_hurt():

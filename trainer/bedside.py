@@ -379,8 +379,9 @@ class HeldOut:
         return [(i,) for i in range(n)] + ([tuple(range(n))] if n > 1 else [])
 
 
-def held_out(checkpoints: list[Path], data_dir=None) -> HeldOut:
-    """Score every DS1 record with each run's member that held it out (the runs must share their folds)."""
+def held_out(checkpoints: list[Path], data_dir=None, reference: str = "median") -> HeldOut:
+    """Score every DS1 record with each run's member that held it out (the runs must share their folds); each
+    window's rr prematurity is taken against `reference` (`stream_ecg.rhythm.rereferenced`)."""
     from .train import load_checkpoint
 
     from stream_ecg.fusion import rr_prematurity  # per window, from its rr_prev channel
@@ -399,7 +400,8 @@ def held_out(checkpoints: list[Path], data_dir=None) -> HeldOut:
                 raise ValueError(f"{ck} cuts record {r} into other windows than {checkpoints[0]}")
             fold[r], y[r], w[r], run[r] = k, ws.y, ws.w, lg
             if r not in prem:
-                prem[r] = rr_prematurity(ws.x, len(cfg.leads)) if cfg.dsp.rhythm else np.zeros(len(ws.y))
+                prem[r] = (rr_prematurity(ws.x, len(cfg.leads), reference, cfg.dsp.fs) if cfg.dsp.rhythm
+                           else np.zeros(len(ws.y)))
         logits.append(run)
     return HeldOut(tuple(sorted(y)), fold, y, w, logits, prem)
 
@@ -512,9 +514,9 @@ def pooled_thresholds(ho: HeldOut, fusion: dict[str, float] | None = None) -> tu
     return thresholds, val_metrics
 
 
-def fuse_run(run: Path, weight: float, out: Path, command: str = "", data_dir=None) -> dict:
-    """A copy of cross-fitted `run` whose S logit takes `weight` x rr prematurity (`stream_ecg.fusion`),
-    with both thresholds chosen again by max F1 on the pooled out-of-fold fused scores."""
+def fuse_run(run: Path, weight: float, out: Path, command: str = "", data_dir=None, reference: str = "median") -> dict:
+    """A copy of cross-fitted `run` whose S logit takes `weight` x rr prematurity (`stream_ecg.fusion`) against
+    `reference`, with both thresholds chosen again by max F1 on the pooled out-of-fold fused scores."""
     import json
 
     import torch
@@ -523,13 +525,13 @@ def fuse_run(run: Path, weight: float, out: Path, command: str = "", data_dir=No
 
     _, ckpt = load_checkpoint(run / "checkpoint.pt")
     fusion = {"S": float(weight)}
-    thresholds, val_metrics = pooled_thresholds(held_out([run / "checkpoint.pt"], data_dir), fusion)
+    thresholds, val_metrics = pooled_thresholds(held_out([run / "checkpoint.pt"], data_dir, reference), fusion)
     meta = {**ckpt["bedside"], "thresholds": thresholds, "val_metrics": val_metrics, "fusion": fusion,
-            "fused_from": str(run), "fused_by": command}
+            "prematurity_reference": reference, "fused_from": str(run), "fused_by": command}
     ensure_dir(out)
     torch.save({**ckpt, "bedside": meta}, out / "checkpoint.pt")
     trained = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").exists() else {}
-    report = {k: meta[k] for k in ("thresholds", "val_metrics", "fusion", "fused_from", "fused_by")}
+    report = {k: meta[k] for k in ("thresholds", "val_metrics", "fusion", "prematurity_reference", "fused_from", "fused_by")}
     (out / "metrics.json").write_text(json.dumps({**trained, **report, "command": trained.get("command", "")}, indent=2, default=float))
     return report
 

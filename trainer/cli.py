@@ -187,12 +187,13 @@ def recard(
     make_default: bool = typer.Option(False, help="Write edge_models/DEFAULT naming this model."),
     results: Path = typer.Option(Path("docs/results"), help="Where bedside_ds2.json goes."),
     thresholds: str = typer.Option("{}", help='JSON overrides of the class thresholds, e.g. \'{"V": 0.8}\'.'),
+    reference: str | None = typer.Option(None, help="Prematurity reference for the fusion and interval_rule.premature: median or mean (default: the card's)."),
 ) -> None:
     """A shipped model with a new interval rule or thresholds: same model files, new card, re-measured latency and DS2 metrics."""
     from .ship import recard as recard_model
 
     card = recard_model(model, out, name, version, _command(), json.loads(rule), data, evaluate, results,
-                        thresholds=json.loads(thresholds))
+                        thresholds=json.loads(thresholds), reference=reference)
     if make_default and out.parent.name == "edge_models":
         (out.parent / "DEFAULT").write_text(out.name + "\n")
     typer.echo(json.dumps({k: card[k] for k in ("name", "files", "interval_rule", "latency_ms", "metrics") if k in card},
@@ -249,13 +250,14 @@ def prematurity(
     records: str = typer.Option("DS1,DS2", help="DS1, DS2 and/or comma-separated record names."),
     window: int = typer.Option(2000, help="Samples around each beat whose RR intervals set its reference (the model window)."),
     premature: float = typer.Option(0.1, help="How much shorter than the reference an S beat's RR must be to count as early."),
+    reference: str = typer.Option("median", help="What the RR is early against: the median or the mean of the RR intervals around the beat."),
     data: Path | None = typer.Option(None, help="MIT-BIH directory."),
     out: Path | None = typer.Option(None, help="Also write the JSON here."),
 ) -> None:
-    """From the annotations alone: the share of S beats that come early against the RR around them, per record."""
+    """From the annotations alone: the share of S (and N) beats that come early against the RR around them, per record."""
     from .prematurity import prematurity_report
 
-    report = prematurity_report(records, window, premature, data)
+    report = prematurity_report(records, window, premature, data, reference)
     report["command"] = _command()
     _emit(report, out)
 
@@ -348,11 +350,23 @@ def fuse(
     weight: float = typer.Option(..., min=0.0, help="Weight of rr prematurity on the S logit (chosen with `trainer fusion-gain`)."),
     out: Path = typer.Option(..., help="Folder for the fused run (checkpoint.pt, metrics.json), ready for `trainer export`."),
     data: Path | None = typer.Option(None, help="MIT-BIH directory."),
+    reference: str = typer.Option("median", help="What prematurity is taken against: the window's median RR (the rr_prev channel's own) or its mean RR."),
 ) -> None:
     """Give a run the rhythm fusion on S and choose its thresholds again, out-of-fold on DS1."""
     from .bedside import fuse_run
 
-    _emit(fuse_run(run, weight, out, _command(), data), None)
+    _emit(fuse_run(run, weight, out, _command(), data, reference), None)
+
+
+@app.command()
+def unpack(
+    model: Path = typer.Option(..., "--model", help="A shipped cross-fitted model folder (card.json, model.pt2)."),
+    out: Path = typer.Option(..., help="Folder for the run (checkpoint.pt), for `trainer validate` and `trainer fuse`."),
+) -> None:
+    """A training run rebuilt from a shipped model: score the shipped networks out of fold on DS1 without retraining."""
+    from .ship import unpack as unpack_model
+
+    _emit(unpack_model(model, out, _command()), None)
 
 
 @app.command()

@@ -2,7 +2,10 @@
 
 `interval_rule.premature` and the rhythm fusion read an S beat as early against the window's median RR. That holds
 when normal beats set the rhythm and fails where ectopic beats are most of the beats (their own RR is the median).
-This measures it on the reference annotations alone, no model, so it says which records a timing rule can serve.
+This measures it on the reference annotations alone, no model, so it says which records a timing rule can serve,
+and, with the N beats that come as early (`N_early`), what the rule costs on normal beats. `reference` chooses the
+RR they are early against: the median of the RR intervals around the beat, or their mean (`stream_ecg.fusion`'s
+`REFERENCES`), which long pauses between runs of ectopic beats pull above the ectopic beats' own RR.
 """
 
 from __future__ import annotations
@@ -12,35 +15,46 @@ import numpy as np
 from stream_ecg.data.mitdb import DS1, DS2, load_beats
 
 
-def rr_prev_relative(samples: np.ndarray, window: int) -> np.ndarray:
-    """Per beat (from the second on): its preceding RR over the median of the RR intervals ending inside the
-    `window` samples centred on it, minus 1 (how the rhythm channels paint a beat, but from the annotations)."""
+def rr_prev_relative(samples: np.ndarray, window: int, reference: str = "median") -> np.ndarray:
+    """Per beat (from the second on): its preceding RR over the `reference` ("median" or "mean") of the RR intervals
+    ending inside the `window` samples centred on it, minus 1 (how the rhythm channels paint a beat, but from the
+    annotations)."""
+    if reference not in ("median", "mean"):
+        raise ValueError(f"reference must be 'median' or 'mean', got {reference!r}")
+    centre = np.median if reference == "median" else np.mean
     samples = np.asarray(samples, np.int64)
     rr, ends = np.diff(samples), samples[1:]
     lo = np.searchsorted(ends, ends - window // 2, side="left")
     hi = np.searchsorted(ends, ends + window // 2, side="left")
-    return np.array([rr[k] / np.median(rr[a:b]) - 1.0 for k, (a, b) in enumerate(zip(lo, hi))])
+    return np.array([rr[k] / centre(rr[a:b]) - 1.0 for k, (a, b) in enumerate(zip(lo, hi))])
 
 
-def s_prematurity(samples: np.ndarray, aami: np.ndarray, window: int, premature: float) -> dict:
-    """Beats, S beats, and the S beats whose preceding RR is at least `premature` shorter than the RR around them."""
-    rel = rr_prev_relative(samples, window)
-    s = np.asarray(aami)[1:] == "S"
+def s_prematurity(samples: np.ndarray, aami: np.ndarray, window: int, premature: float, reference: str = "median") -> dict:
+    """Beats, S beats, the S beats whose preceding RR is at least `premature` shorter than the RR around them, and
+    the N beats that come as early (what a timing rule would wrongly take for S)."""
+    rel = rr_prev_relative(samples, window, reference)
+    aami = np.asarray(aami)
+    s, n = aami[1:] == "S", aami[1:] == "N"
     return {"beats": int(len(samples)), "S": int(s.sum() + (len(aami) > 0 and aami[0] == "S")),
-            "S_early": int((rel[s] <= -premature).sum())}
+            "S_early": int((rel[s] <= -premature).sum()), "N": int(n.sum() + (len(aami) > 0 and aami[0] == "N")),
+            "N_early": int((rel[n] <= -premature).sum())}
 
 
-def prematurity_report(records: str = "DS1,DS2", window: int = 2000, premature: float = 0.1, data_dir=None) -> dict:
-    """Per record and pooled per database half: S share of the beats and share of S beats that come early."""
+def prematurity_report(records: str = "DS1,DS2", window: int = 2000, premature: float = 0.1, data_dir=None,
+                       reference: str = "median") -> dict:
+    """Per record and pooled per database half: S share of the beats, share of S beats that come early, and share
+    of N beats that come as early."""
     groups = {part: list(DS1 if part == "DS1" else DS2 if part == "DS2" else (part,)) for part in records.split(",")}
     rows = {}
     for name in (n for names in groups.values() for n in names):
         beats = load_beats(name, data_dir)
-        rows[name] = s_prematurity(beats.samples, beats.aami(), window, premature)
+        rows[name] = s_prematurity(beats.samples, beats.aami(), window, premature, reference)
         rows[name]["S_share"] = rows[name]["S"] / max(rows[name]["beats"], 1)
         rows[name]["S_early_share"] = rows[name]["S_early"] / rows[name]["S"] if rows[name]["S"] else None
+        rows[name]["N_early_share"] = rows[name]["N_early"] / rows[name]["N"] if rows[name]["N"] else None
     pooled = {}
     for part, names in groups.items():
-        s, early = sum(rows[n]["S"] for n in names), sum(rows[n]["S_early"] for n in names)
-        pooled[part] = {"S": s, "S_early": early, "S_early_share": early / s if s else None}
-    return {"window": window, "premature": premature, "records": rows, "pooled": pooled}
+        tot = {k: sum(rows[n][k] for n in names) for k in ("S", "S_early", "N", "N_early")}
+        pooled[part] = {**tot, "S_early_share": tot["S_early"] / tot["S"] if tot["S"] else None,
+                        "N_early_share": tot["N_early"] / tot["N"] if tot["N"] else None}
+    return {"window": window, "premature": premature, "reference": reference, "records": rows, "pooled": pooled}

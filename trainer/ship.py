@@ -17,6 +17,7 @@ from stream_ecg.intervals import IntervalRule
 from stream_ecg.morphology import MIN_BEATS, POST_S, PRE_S
 from stream_ecg.infer import load_model
 from stream_ecg.offline import run_record
+from stream_ecg.rhythm import PREMATURITY_REFERENCES
 
 from .bedside import ABNORMAL, CLASSES, BedsideConfig, record_windows
 from .export import Deployable, write_model_folder
@@ -100,6 +101,18 @@ def _rhythm_text(dsp: dict) -> str:
             "R peaks found in the z-scored lead by stream_ecg.rhythm.r_peaks")
 
 
+PREMATURITY_REFERENCE_TEXT = (
+    "the rhythm fusion and interval_rule.premature take each beat's RR over the mean of the window's RRs, not its "
+    "median: the rr_prev channel read at the R peaks of the first lead, (v + 1) / mean(v + 1) - 1 over its known "
+    "beats, clipped as the channel is (stream_ecg.rhythm.rereferenced); the network's input is unchanged"
+)
+
+
+def _reference_fields(reference: str) -> dict:
+    """A card's prematurity reference, written only when it is not the rr_prev channel's own median."""
+    return {} if reference == "median" else {"prematurity_reference": reference, "prematurity_reference_rule": PREMATURITY_REFERENCE_TEXT}
+
+
 def card_from_run(ckpt: dict, name: str, version: str, command: str) -> dict:
     meta = ckpt["bedside"]
     cfg = meta["bedside_config"]
@@ -122,6 +135,7 @@ def card_from_run(ckpt: dict, name: str, version: str, command: str) -> dict:
             "rhythm_fusion_rule": "each listed class's logit + weight x rr prematurity, -log(1 + min over the window of "
             "the rr_prev input channel) = -log(shortest RR / the channel's reference RR); stream_ecg.fusion; thresholds "
             "apply to the fused probabilities"} if meta.get("fusion") else {}),
+        **_reference_fields(meta.get("prematurity_reference", "median")),
         "dsp": cfg["dsp"],
         "normalisation": f"per-window, per-lead z-score (std floored at {cfg['dsp']['norm_eps']} mV)",
         "inputs": [*leads.leads, *DspConfig.from_dict(cfg["dsp"]).extra_channels],
@@ -215,8 +229,8 @@ def ship(run: Path, out: Path, name: str, version: str, command: str, data_dir=N
 
 def recard(source: Path, out: Path, name: str, version: str, command: str, rule: dict, data_dir=None,
            evaluate: bool = True, results: Path = Path("docs/results"), margin: int = BedsideConfig.margin,
-           thresholds: dict | None = None) -> dict:
-    """A shipped model with a new interval rule (and class thresholds): the same model files
+           thresholds: dict | None = None, reference: str | None = None) -> dict:
+    """A shipped model with a new interval rule (and class thresholds, and prematurity reference): the same model files
     (checksums verified), a card taking `rule`'s and `thresholds`' overrides, re-measured latency and
     DS2 metrics.
 
@@ -228,6 +242,8 @@ def recard(source: Path, out: Path, name: str, version: str, command: str, rule:
     from stream_ecg.card import load_card
 
     load_card(source)  # refuses a folder whose files do not match its card
+    if reference is not None and reference not in PREMATURITY_REFERENCES:
+        raise ValueError(f"prematurity reference must be one of {PREMATURITY_REFERENCES}, got {reference!r}")
     card = json.loads((Path(source) / CARD_FILE).read_text())
     derived = {"name": card["name"], "version": card["version"], "export_command": card.get("export_command")}
     out.mkdir(parents=True, exist_ok=True)
@@ -242,6 +258,9 @@ def recard(source: Path, out: Path, name: str, version: str, command: str, rule:
     card["thresholds"] = {**card["thresholds"], **(thresholds or {})}
     if thresholds:  # the README must not credit these to the training run's threshold rule
         card["threshold_overrides"] = {**card.get("threshold_overrides", {}), **thresholds}
+    if reference is not None:
+        card = {k: v for k, v in card.items() if k not in ("prematurity_reference", "prematurity_reference_rule")}
+        card.update(_reference_fields(reference))
     card.pop("metrics", None)
     (out / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
     card["latency_ms"] = measure_latency(out, int(card["window"]))
@@ -300,6 +319,8 @@ def model_readme(card: dict) -> str:
         *([f"- threshold overrides, chosen after training (`trainer recard`; rules in docs/results_notes.md): "
            f"{overrides}"] if overrides else []),
         *([f"- rhythm fusion {card['rhythm_fusion']}: {card['rhythm_fusion_rule']}"] if card.get("rhythm_fusion") else []),
+        *([f"- prematurity reference {card['prematurity_reference']}: {card['prematurity_reference_rule']}"]
+          if card.get("prematurity_reference") else []),
         f"- inputs: {card.get('inputs', card['leads'])}; rhythm channels: {card.get('rhythm', 'none')}",
         *([f"- beat {card['residual']}"] if card.get("residual") else []),
         f"- model: joint segmenter + classifier {card['model_config']}, ensemble of {card['ensemble']['members']} "
@@ -343,3 +364,38 @@ def model_readme(card: dict) -> str:
         "Data: MIT-BIH Arrhythmia Database (PhysioNet, ODC-By 1.0).",
     ]
     return "\n".join(lines) + "\n"
+
+
+def unpack(model_dir: Path, out: Path, command: str = "") -> dict:
+    """A cross-fitted run (`out`/checkpoint.pt) rebuilt from a shipped model folder: its members' weights (from the
+    .pt2) with the card's folds, DSP, leads, interval rule, thresholds, fusion and prematurity reference, so `trainer
+    validate` and `trainer fuse` score the very networks that ship, out of fold on DS1.
+
+    Why: runs/ is not kept, and retraining a recipe on another CPU model gives a sibling network, not the shipped one.
+    The card does not record the training margin; the run takes BedsideConfig's default, as `recard` does."""
+    import torch
+
+    from stream_ecg.card import load_card
+
+    from .export import deployable_from_folder
+
+    load_card(model_dir)  # refuses a folder whose files do not match its card
+    raw = json.loads((Path(model_dir) / CARD_FILE).read_text())
+    training = raw.get("training", {})
+    if not training.get("folds") or "ensemble" not in raw:
+        raise ValueError(f"{model_dir} is not a cross-fitted ensemble (its card has no training.folds): nothing is held out")
+    ensemble = deployable_from_folder(Path(model_dir)).model
+    cfg = BedsideConfig(window=int(raw["window"]), hop=int(raw["hop"]), dsp=DspConfig.from_dict(raw["dsp"]),
+                        rule=IntervalRule.from_dict(raw["interval_rule"]), folds=tuple(tuple(f) for f in training["folds"]),
+                        leads=tuple(raw["leads"]))
+    meta = {"bedside_config": cfg.to_dict(), "thresholds": raw["thresholds"], "fusion": raw.get("rhythm_fusion", {}),
+            "prematurity_reference": raw.get("prematurity_reference", "median"), "seeds": raw["ensemble"].get("seeds"),
+            "train_windows": training.get("windows", {}).get("train"), "val_windows": training.get("windows", {}).get("val"),
+            "train_seconds": training.get("train_seconds"), "best_epoch": training.get("best_epoch"),
+            "unpacked_from": str(model_dir), "unpacked_by": command}
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save({"model_config": raw["model_config"], "train_config": training.get("train_config", {}),
+                "state_dict": ensemble.state_dict(), "history": [], "best_epoch": training.get("best_epoch"),
+                "members": len(ensemble.members), "bedside": meta}, out / "checkpoint.pt")
+    return {"run": str(out), "members": len(ensemble.members), "folds": [list(f) for f in cfg.folds],
+            "thresholds": meta["thresholds"], "fusion": meta["fusion"], "prematurity_reference": meta["prematurity_reference"]}
