@@ -254,3 +254,45 @@ def test_a_premature_interval_rule_states_its_limit_once(tiny_model_dir, tmp_pat
     assert rule_limits("Limits.", IntervalRule()) == "Limits."
     with pytest.raises(CardError, match="premature"):  # the tiny model has no rr_prev channel to read
         recard(tiny_model_dir, tmp_path / "never", "x", "0", "", {"premature": 0.1}, evaluate=False)
+
+
+def test_recard_sets_the_prematurity_reference(fused_model_dir, tmp_path):
+    from trainer.ship import model_readme, recard
+
+    card = recard(fused_model_dir, tmp_path / "mean", "x", "0", "", {}, evaluate=False, reference="mean")
+    assert load_card(tmp_path / "mean").prematurity_reference == "mean" and "mean" in card["prematurity_reference_rule"]
+    shipped = json.loads((default_model_dir() / "card.json").read_text())  # a card with every README field
+    fields = {k: card[k] for k in ("prematurity_reference", "prematurity_reference_rule")}
+    assert "prematurity reference mean" in model_readme({**shipped, **fields})
+    back = recard(tmp_path / "mean", tmp_path / "median", "x", "0", "", {}, evaluate=False, reference="median")
+    assert "prematurity_reference" not in back and load_card(tmp_path / "median").prematurity_reference == "median"
+    with pytest.raises(ValueError, match="reference"):
+        recard(fused_model_dir, tmp_path / "never", "x", "0", "", {}, evaluate=False, reference="mode")
+
+
+def test_unpack_rebuilds_the_shipped_members_as_a_cross_fitted_run(tmp_path):
+    import torch
+
+    from stream_ecg.card import ModelCard
+    from trainer.bedside import BedsideConfig, fold_networks
+    from trainer.export import deployable_from_folder
+    from trainer.ship import card_from_run, unpack
+    from trainer.train import load_checkpoint
+
+    shipped = default_model_dir()
+    raw = json.loads((shipped / "card.json").read_text())
+    if not raw.get("training", {}).get("folds"):
+        pytest.skip("the default model is not cross-fitted")
+    unpack(shipped, tmp_path / "run")
+    model, ckpt = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    cfg = BedsideConfig.from_dict(ckpt["bedside"]["bedside_config"])
+    assert [list(f) for f in cfg.folds] == raw["training"]["folds"] and cfg.dsp.to_dict() == raw["dsp"]
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((2, raw["model_config"]["in_leads"], raw["window"])).astype(np.float32))
+    with torch.inference_mode():
+        want = deployable_from_folder(shipped).model(x)[0]
+        nets = [net for net, _ in fold_networks(model, cfg)]
+        got = torch.stack([net(x)[0] for net in nets]).mean(0)  # the served ensemble: the mean of its members' logits
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    card = ModelCard.from_dict({**card_from_run(ckpt, "run", "0", ""), "files": {}})
+    assert card.thresholds == raw["thresholds"] and card.interval_rule.to_dict() == raw["interval_rule"]
+    assert card.rhythm_fusion == raw.get("rhythm_fusion", {})

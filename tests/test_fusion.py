@@ -90,3 +90,59 @@ def test_prematurity_stays_finite_on_inputs_no_rhythm_channel_can_hold():
     x[2, 1] = -0.3
     prem = rr_prematurity(x, 1)
     assert np.all(np.isfinite(prem)) and prem[1] == 0.0 and prem[2] == pytest.approx(-np.log(0.7))
+
+
+def _ectopic_runs_between_pauses() -> np.ndarray:
+    """One 1-lead window with rhythm channels: a beat after each 500-sample pause, then two ectopic beats 250 apart
+    (MIT-BIH 232's pattern): the ectopic beats' RR is the window's median."""
+    peaks = np.array([50, 550, 800, 1050, 1550, 1800])
+    lead = np.zeros(2000)
+    lead[peaks] = 1.0
+    x = np.zeros((1, 3, 2000), np.float32)
+    x[0, 0] = lead
+    x[0, 1:] = rr_channels(lead, 360.0, None, peaks)
+    return x
+
+
+def test_mean_reference_finds_ectopic_runs_the_median_misses():
+    x = _ectopic_runs_between_pauses()
+    assert rr_prematurity(x, 1)[0] == pytest.approx(0.0, abs=1e-6)  # against the median nothing came early
+    assert rr_prematurity(x, 1, "mean", 360.0)[0] == pytest.approx(np.log(350 / 250), rel=1e-3)  # mean RR 350
+    with pytest.raises(ValueError, match="fs"):
+        rr_prematurity(x, 1, "mean")
+
+
+def test_mean_reference_reads_a_lone_early_beat_as_the_median_does():
+    # an early beat and its compensatory pause leave the mean RR where the median is
+    x = _windows_with_an_early_beat()
+    np.testing.assert_allclose(rr_prematurity(x, 1, "mean", 360.0), rr_prematurity(x, 1), rtol=1e-3, atol=1e-6)
+
+
+def test_premature_rule_puts_s_on_the_ectopic_run_with_the_mean_reference():
+    from stream_ecg.intervals import premature_beats
+    from stream_ecg.rhythm import rereferenced
+
+    x = _ectopic_runs_between_pauses()
+    peaks = np.array([50, 550, 800, 1050, 1550, 1800])
+    assert premature_beats(peaks, x[0, 1], 0.1)[0].size == 0
+    early, rel = premature_beats(peaks, x[0, 1], 0.1, "mean")
+    np.testing.assert_array_equal(early, [800, 1050, 1800])
+    np.testing.assert_allclose(rel, 250 / 350 - 1, rtol=1e-4)
+    np.testing.assert_array_equal(rereferenced(np.array([0.0, -0.2]), "mean"), [0.0, -0.2])  # under 3 beats: as painted
+    with pytest.raises(ValueError, match="reference"):
+        rereferenced(np.zeros(4), "mode")
+
+
+def test_card_takes_a_known_prematurity_reference_only(tiny_model_dir):
+    assert _card(tiny_model_dir, {"S": 5.0}).prematurity_reference == "median"  # cards before the field
+    raw = {**_card(tiny_model_dir, {"S": 5.0}).raw, "prematurity_reference": "mean"}
+    assert ModelCard.from_dict(raw).prematurity_reference == "mean"
+    with pytest.raises(CardError, match="prematurity_reference"):
+        ModelCard.from_dict({**raw, "prematurity_reference": "mode"})
+
+
+def test_fuse_applies_the_cards_reference(tiny_model_dir):
+    card = ModelCard.from_dict({**_card(tiny_model_dir, {"S": 20.0}).raw, "prematurity_reference": "mean"})
+    probs = np.array([[0.72, 0.1, 0.2]], np.float32)
+    out = fuse(card, _ectopic_runs_between_pauses(), probs)
+    assert np.log(out[0, 1] / (1 - out[0, 1])) == pytest.approx(np.log(0.1 / 0.9) + 20 * np.log(350 / 250), rel=1e-3)
