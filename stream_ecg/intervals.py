@@ -17,6 +17,7 @@ from .rhythm import rereferenced
 
 DISTINCT_HALF = 36  # samples either side of the R peak over which `distinct` reads the residual: 100 ms, the QRS
 DISTINCT_EARLY = 0.1  # with `distinct_early`, a beat at least this share early keeps its V interval whatever its shape
+IRREGULAR_EARLY = 0.1  # `rr_irregularity` leaves out the RRs of beats at least this share early, and the RR after each
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,9 @@ class IntervalRule:
     # came >= DISTINCT_EARLY early. Intervals near no R peak, and windows with an all-zero residual, keep theirs.
     distinct: float = 0.0
     distinct_early: bool = False
+    # > 0: S intervals are published only in windows whose rhythm is regular once its early beats are set aside:
+    # rr_irregularity (coefficient of variation of the other RRs) <= regular. 0: off.
+    regular: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:
@@ -58,6 +62,8 @@ class IntervalRule:
             raise ValueError("snap must be >= 0 and snap_half >= 1")
         if self.distinct < 0.0:
             raise ValueError(f"distinct={self.distinct} must be >= 0")
+        if self.regular < 0.0:
+            raise ValueError(f"regular={self.regular} must be >= 0")
         if not 0.0 <= self.premature < 1.0 or self.premature_reach < 0:
             raise ValueError(f"premature={self.premature} must lie in [0, 1) and premature_reach >= 0")
         if self.min_len < 1 or self.merge_gap < 0:
@@ -142,6 +148,26 @@ def premature_beats(peaks: np.ndarray, rr_prev: np.ndarray, premature: float,
     rel = rereferenced(np.asarray(rr_prev, dtype=np.float64)[peaks], reference)
     early = rel <= -premature
     return peaks[early], rel[early]
+
+
+def rr_irregularity(rel: np.ndarray) -> float:
+    """How irregular a window's rhythm is apart from its early beats: the coefficient of variation of its RRs once
+    each RR at least IRREGULAR_EARLY shorter than the median, and the RR after it, are left out. `rel` is the rr_prev
+    channel read at the window's R peaks, in order (RR over the reference, minus 1; the first beat's unknown). 0 when
+    fewer than three RRs remain (it cannot be judged).
+
+    Why: a premature beat and its pause are two odd RRs in a steady rhythm; in atrial fibrillation every RR differs,
+    and the rhythm channels read its short RRs as prematurity, so S alarms there mark normal beats."""
+    rel = np.asarray(rel, dtype=np.float64).reshape(-1)
+    if rel.size < 4:
+        return 0.0
+    ratio = rel[1:] + 1.0
+    early = np.flatnonzero(ratio <= (1.0 - IRREGULAR_EARLY) * np.median(ratio))
+    keep = np.ones(ratio.size, dtype=bool)
+    keep[early] = False
+    keep[np.minimum(early + 1, ratio.size - 1)] = False
+    rest = ratio[keep]
+    return float(np.std(rest) / np.mean(rest)) if rest.size >= 3 and np.mean(rest) > 0 else 0.0
 
 
 def onto_premature(intervals: list[tuple[int, int, float]], early: np.ndarray, rel: np.ndarray, n: int,

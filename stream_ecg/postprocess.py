@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from .card import ModelCard
-from .intervals import attention_to_intervals, distinct_beats, onto_premature, premature_beats, snap_to_beats
+from .intervals import attention_to_intervals, distinct_beats, onto_premature, premature_beats, rr_irregularity, snap_to_beats
 from .rhythm import r_peaks
 
 InferFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -110,6 +110,13 @@ def label_intervals(
         c = card.abnormal.index(PREMATURE_CLASS)
         for i in np.flatnonzero(window_alarm[:, c]):
             out[i] = _premature(card, x[i], peaks(int(i)), float(probs[i, idx[c]]), attention[i], out[i])
+    if card.interval_rule.regular > 0 and PREMATURE_CLASS in card.abnormal:
+        rr_at = len(card.leads.leads)  # validated: the rr_prev channel follows the leads
+        for i in range(len(out)):
+            if any(iv.label == PREMATURE_CLASS for iv in out[i]):
+                p = peaks(i)
+                if rr_irregularity(x[i, rr_at][p[(p >= 0) & (p < x.shape[-1])]]) > card.interval_rule.regular:
+                    out[i] = [iv for iv in out[i] if iv.label != PREMATURE_CLASS]
     if card.interval_rule.distinct > 0 and DISTINCT_CLASS in card.abnormal:
         for i in range(len(out)):
             if any(iv.label == DISTINCT_CLASS for iv in out[i]):

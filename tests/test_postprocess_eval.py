@@ -288,3 +288,58 @@ def test_distinct_needs_the_residual_channel():
 
     with pytest.raises(CardError, match="distinct"):
         _premature_card({"distinct": 0.5})
+
+
+def _irregular_window() -> np.ndarray:
+    """One lead whose every RR differs (240 to 330 samples, as in atrial fibrillation), with its rhythm channels."""
+    from stream_ecg.rhythm import r_peaks, rr_channels
+
+    beats = [15, 255, 555, 815, 1145, 1395, 1705, 1985]
+    x = np.zeros((1, 3, 2000), np.float32)
+    for r in beats:
+        x[0, 0, r - 5 : r + 6] = np.hanning(11)
+    assert r_peaks(x[0, 0], 360.0).tolist() == beats
+    x[0, 1:] = rr_channels(x[0, 0], 360.0)
+    return x
+
+
+def test_rr_irregularity_sets_early_beats_aside_and_reads_the_rest():
+    from stream_ecg.intervals import rr_irregularity
+    from stream_ecg.rhythm import r_peaks
+
+    steady = _premature_window()[0]  # two early beats and their pauses in a steady rhythm
+    assert rr_irregularity(steady[1][r_peaks(steady[0], 360.0)]) == 0.0
+    irregular = _irregular_window()[0]  # leaves out 240, 300 and 250, 310: the CV of 260, 330, 280
+    assert rr_irregularity(irregular[1][r_peaks(irregular[0], 360.0)]) == pytest.approx(np.std([260, 330, 280]) / 290, rel=1e-3)
+    assert rr_irregularity(np.array([0.0, -0.3, 0.2])) == 0.0  # too few RRs to judge
+
+
+def test_regular_publishes_s_intervals_only_in_regular_windows():
+    att = np.zeros((1, 2000), np.float32)
+    att[0, 230:280] = 1.0  # on the early beat at 255
+    att[0, 1120:1170] = 0.9  # on the beat at 1145, which the model gives to V
+    probs = np.array([[0.05, 0.9, 0.9]], np.float32)
+
+    def infer(batch):  # without candidate 0 the S probability collapses; without candidate 1 the V one does
+        return np.array([[0.5, 0.05, 0.9], [0.5, 0.9, 0.1]], np.float32), np.zeros((len(batch), 2000), np.float32)
+
+    def lit(rule, x):
+        return [(iv.start, iv.end, iv.label) for iv in label_intervals(_premature_card(rule), infer, x, probs, att)[0]]
+
+    x = _irregular_window()
+    assert lit({"premature": 0.1, "regular": 0.12}, x) == [(219, 291, "S"), (1120, 1170, "V")]
+    assert lit({"premature": 0.1, "regular": 0.08}, x) == [(1120, 1170, "V")]  # irregular: the S interval goes, V stays
+    steady = np.zeros((1, 2000), np.float32)
+    steady[0, 780:830] = 1.0  # on the early beat at 800 of a steady rhythm: it stays
+    out = label_intervals(_premature_card({"premature": 0.1, "regular": 0.08}), None, _premature_window(),
+                          np.array([[0.1, 0.9, 0.1]], np.float32), steady)
+    assert [(iv.start, iv.end, iv.label) for iv in out[0]] == [(764, 836, "S")]
+
+
+def test_regular_needs_the_rhythm_channels():
+    from stream_ecg.card import CardError
+
+    with pytest.raises(CardError, match="regular"):
+        _premature_card({"regular": 0.1}, rhythm=False)
+    with pytest.raises(ValueError, match="regular"):
+        _premature_card({"regular": -0.1})
