@@ -277,6 +277,7 @@ def test_unpack_rebuilds_the_shipped_members_as_a_cross_fitted_run(tmp_path):
     from trainer.bedside import BedsideConfig, fold_networks
     from trainer.export import deployable_from_folder
     from trainer.ship import card_from_run, unpack
+    from stream_ecg.intervals import IntervalRule
     from trainer.train import load_checkpoint
 
     shipped = default_model_dir()
@@ -294,5 +295,5 @@ def test_unpack_rebuilds_the_shipped_members_as_a_cross_fitted_run(tmp_path):
         got = torch.stack([net(x)[0] for net in nets]).mean(0)  # the served ensemble: the mean of its members' logits
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
     card = ModelCard.from_dict({**card_from_run(ckpt, "run", "0", ""), "files": {}})
-    assert card.thresholds == raw["thresholds"] and card.interval_rule.to_dict() == raw["interval_rule"]
+    assert card.thresholds == raw["thresholds"] and card.interval_rule == IntervalRule.from_dict(raw["interval_rule"])
     assert card.rhythm_fusion == raw.get("rhythm_fusion", {})
