@@ -55,10 +55,19 @@ PREMATURE_LIMITS = (
 )
 
 
+REGULAR_LIMITS = (
+    " S intervals are published only in windows whose rhythm is regular once their early beats are set aside "
+    "(interval_rule.regular): in atrial fibrillation, but also around frequent or clustered supraventricular ectopy, "
+    "S beats can go unmarked though the window's S probability still alarms."
+)
+
+
 def rule_limits(limits: str, rule: IntervalRule) -> str:
-    """The card's limits with the sentence its interval rule adds (once), so a recarded model states it too."""
+    """The card's limits with the sentences its interval rule adds (once each), so a recarded model states them too."""
     if rule.premature > 0 and PREMATURE_LIMITS not in limits:
-        return limits + PREMATURE_LIMITS
+        limits += PREMATURE_LIMITS
+    if rule.regular > 0 and REGULAR_LIMITS not in limits:
+        limits += REGULAR_LIMITS
     return limits
 
 
@@ -81,6 +90,9 @@ INTERVAL_LABELLING = (
     "or with premature_all every premature beat outside a V interval published, as R +- snap_half; "
     "with interval_rule.distinct > 0 a V interval is kept only if the beat it lit differs from the window's median beat "
     "(residual RMS over R +- 36 samples >= distinct) or, with distinct_early, came 10 % early; "
+    "with interval_rule.regular > 0 a window's S intervals are published only if its RR irregularity (the coefficient "
+    "of variation of its RRs once each RR 10 % shorter than the median, and the RR after it, are left out; "
+    "stream_ecg.intervals.rr_irregularity) is <= regular; "
     "score = window class probability x the interval's normalised attention peak"
 )
 
