@@ -217,18 +217,21 @@ def _premature_card(rule: dict, rhythm: bool = True, residual: bool = False):
         "interval_rule": IntervalRule(**rule).to_dict()})
 
 
-def _premature_window() -> np.ndarray:
-    """One lead of narrow spikes as QRS complexes with two beats 25 % early (800, 1900: RR 300 against a median
-    of 400), and its rr_prev / rr_next channels as the DSP paints them."""
+def _spike_window(beats: list[int]) -> np.ndarray:
+    """One lead of narrow spikes as QRS complexes at `beats`, and its rr_prev / rr_next channels as the DSP paints them."""
     from stream_ecg.rhythm import r_peaks, rr_channels
 
-    beats = [100, 500, 800, 1200, 1600, 1900]
     x = np.zeros((1, 3, 2000), np.float32)
     for r in beats:
         x[0, 0, r - 5 : r + 6] = np.hanning(11)
     assert r_peaks(x[0, 0], 360.0).tolist() == beats
     x[0, 1:] = rr_channels(x[0, 0], 360.0)
     return x
+
+
+def _premature_window() -> np.ndarray:
+    """Two beats 25 % early (800, 1900: RR 300 against a median of 400) in a steady rhythm."""
+    return _spike_window([100, 500, 800, 1200, 1600, 1900])
 
 
 def test_premature_moves_s_intervals_onto_early_beats_and_drops_the_rest():
@@ -291,16 +294,8 @@ def test_distinct_needs_the_residual_channel():
 
 
 def _irregular_window() -> np.ndarray:
-    """One lead whose every RR differs (240 to 330 samples, as in atrial fibrillation), with its rhythm channels."""
-    from stream_ecg.rhythm import r_peaks, rr_channels
-
-    beats = [15, 255, 555, 815, 1145, 1395, 1705, 1985]
-    x = np.zeros((1, 3, 2000), np.float32)
-    for r in beats:
-        x[0, 0, r - 5 : r + 6] = np.hanning(11)
-    assert r_peaks(x[0, 0], 360.0).tolist() == beats
-    x[0, 1:] = rr_channels(x[0, 0], 360.0)
-    return x
+    """Every RR differs (240 to 330 samples, as in atrial fibrillation)."""
+    return _spike_window([15, 255, 555, 815, 1145, 1395, 1705, 1985])
 
 
 def test_rr_irregularity_sets_early_beats_aside_and_reads_the_rest():
