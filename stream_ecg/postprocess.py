@@ -114,8 +114,7 @@ def label_intervals(
         rr_at = len(card.leads.leads)  # validated: the rr_prev channel follows the leads
         for i in range(len(out)):
             if any(iv.label == PREMATURE_CLASS for iv in out[i]):
-                p = peaks(i)
-                if rr_irregularity(x[i, rr_at][p[(p >= 0) & (p < x.shape[-1])]]) > card.interval_rule.regular:
+                if rr_irregularity(x[i, rr_at][peaks(i)]) > card.interval_rule.regular:  # r_peaks lie inside the window
                     out[i] = [iv for iv in out[i] if iv.label != PREMATURE_CLASS]
     if card.interval_rule.distinct > 0 and DISTINCT_CLASS in card.abnormal:
         for i in range(len(out)):

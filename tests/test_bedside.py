@@ -411,6 +411,24 @@ def test_mean_reference_finds_ectopic_runs_between_pauses_that_the_median_misses
         rr_prev_relative(samples, 3600, "mode")
 
 
+def test_window_irregularity_tells_fibrillation_from_a_lone_early_beat():
+    from trainer.prematurity import window_irregularity
+
+    rng = np.random.default_rng(0)
+    steady = np.arange(0, 20 * 400, 400)
+    steady[5] -= 100  # one S beat 25 % early in a steady rhythm
+    fibrillating = steady[-1] + np.cumsum(rng.integers(250, 550, 20))  # then every RR differs
+    samples = np.concatenate([steady, fibrillating])
+    aami = np.array(["N"] * len(samples))
+    aami[5] = "S"
+    rows = window_irregularity(samples, aami, np.array([0, fibrillating[0]]), np.array(["(N", "(AFIB"]), 2000, 400)
+    with_s = [irr for fib, s, irr in rows if s and not fib]
+    in_fib = [irr for fib, s, irr in rows if fib]
+    assert with_s and max(with_s) < 0.01  # the early beat and its pause are set aside
+    assert in_fib and np.median(in_fib) > 0.05
+    assert window_irregularity(samples, aami, np.zeros(0, np.int64), np.zeros(0, object), 2000, 400)[0][0] is False
+
+
 def test_record_changes_counts_records_a_change_helped_or_hurt():
     from trainer.validation import record_changes
 

@@ -262,6 +262,23 @@ def prematurity(
     _emit(report, out)
 
 
+@app.command()
+def irregularity(
+    records: str = typer.Option("DS1", help="DS1, DS2 and/or comma-separated record names."),
+    thresholds: str = typer.Option("0.05,0.08,0.12", help="Comma-separated interval_rule.regular values."),
+    context: int = typer.Option(0, help="> 0: read the RRs of this many samples ending with each window (a stream's recent rhythm)."),
+    data: Path | None = typer.Option(None, help="MIT-BIH directory."),
+    out: Path | None = typer.Option(None, help="Also write the JSON here."),
+) -> None:
+    """From the annotations alone: how often interval_rule.regular's irregularity would drop a window's S intervals, in
+    atrial fibrillation, in other windows with S beats, and in the rest."""
+    from .prematurity import irregularity_report
+
+    report = irregularity_report(records, tuple(float(t) for t in thresholds.split(",") if t), context=context, data_dir=data)
+    report["command"] = _command()
+    _emit(report, out)
+
+
 @app.command("by-record")
 def by_record(
     files: str = typer.Option(..., help="Comma-separated `trainer validate` outputs (one per seed set)."),

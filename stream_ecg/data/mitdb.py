@@ -117,6 +117,16 @@ def load_beats(name: str, data_dir: Path | str | None = None) -> Beats:
     return Beats(samples=np.asarray(ann.sample, dtype=np.int64)[keep], symbols=symbols[keep])
 
 
+def load_rhythms(name: str, data_dir: Path | str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Rhythm annotations of a record: the samples where a rhythm starts and its label ("(N", "(AFIB", ...), in order."""
+    directory = _resolve_dir(data_dir)
+    _require(name, directory, ".atr")
+    ann = wfdb.rdann(str(directory / name), "atr")
+    pick = [k for k, (sym, aux) in enumerate(zip(ann.symbol, ann.aux_note)) if sym == "+" and aux.strip("\x00 ")]
+    return (np.asarray(ann.sample, dtype=np.int64)[pick],
+            np.asarray([ann.aux_note[k].strip("\x00 ") for k in pick], dtype=object))
+
+
 def record_length(name: str, data_dir: Path | str | None = None) -> int:
     """Samples per signal, from the header alone."""
     directory = _resolve_dir(data_dir)
