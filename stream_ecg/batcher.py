@@ -144,7 +144,9 @@ class MicroBatcher:
         t0 = time.perf_counter()
         probs, attention = self.model.infer(x)
         t1 = time.perf_counter()
-        intervals = label_intervals(self.model.card, self.model.infer, x, probs, attention)
+        irr = [j.window.irregularity for j in jobs]
+        irregular = None if any(v is None for v in irr) else np.array(irr, dtype=np.float64)
+        intervals = label_intervals(self.model.card, self.model.infer, x, probs, attention, irregular=irregular)
         t2 = time.perf_counter()
         inferred = time.time()
         return [

@@ -133,6 +133,8 @@ class ModelCard:
             raise CardError("interval_rule.premature needs an abnormal class S and dsp.rhythm (its rr_prev channel)")
         if self.interval_rule.regular > 0 and ("S" not in self.abnormal or not self.dsp.rhythm):
             raise CardError("interval_rule.regular needs an abnormal class S and dsp.rhythm (its rr_prev channel)")
+        if self.interval_rule.regular_stream > 0 and "S" not in self.abnormal:
+            raise CardError("interval_rule.regular_stream needs an abnormal class S")
         if self.interval_rule.distinct > 0 and ("V" not in self.abnormal or not self.dsp.beat_residual
                                                  or (self.interval_rule.distinct_early and not self.dsp.rhythm)):
             raise CardError("interval_rule.distinct needs an abnormal class V and dsp.beat_residual (its residual channel), "

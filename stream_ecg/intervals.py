@@ -50,6 +50,11 @@ class IntervalRule:
     # > 0: S intervals are published only in windows whose rhythm is regular once its early beats are set aside:
     # rr_irregularity (coefficient of variation of the other RRs) <= regular. 0: off.
     regular: float = 0.0
+    # > 0: S intervals are published only in windows whose *stream* has been regular over the last regular_context
+    # samples that end with the window: rr_irregularity of the stream's RRs there (per-stream state,
+    # rhythm.RecentRhythm; postprocess.stream_irregularity) <= regular_stream. 0: off.
+    regular_stream: float = 0.0
+    regular_context: int = 10800  # samples; 30 s at 360 Hz
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:
@@ -64,6 +69,8 @@ class IntervalRule:
             raise ValueError(f"distinct={self.distinct} must be >= 0")
         if self.regular < 0.0:
             raise ValueError(f"regular={self.regular} must be >= 0")
+        if self.regular_stream < 0.0 or self.regular_context < 1:
+            raise ValueError(f"regular_stream={self.regular_stream} must be >= 0 and regular_context >= 1")
         if not 0.0 <= self.premature < 1.0 or self.premature_reach < 0:
             raise ValueError(f"premature={self.premature} must lie in [0, 1) and premature_reach >= 0")
         if self.min_len < 1 or self.merge_gap < 0:

@@ -12,7 +12,7 @@ from .data.mitdb import Record
 from .card import LeadContract
 from .dsp import DspConfig, window_input, preprocess
 from .infer import InferenceModel
-from .postprocess import IntervalMerger, LabelledInterval, label_intervals
+from .postprocess import IntervalMerger, LabelledInterval, label_intervals, new_recent, stream_irregularity
 
 
 @dataclass(frozen=True)
@@ -46,14 +46,15 @@ def run_record(model: InferenceModel, rec: Record, batch: int = 64) -> RecordOut
     sig, fallback = model_input(card.leads, card.dsp, rec)
     starts = window_starts(sig.shape[1], card.window, card.hop)
     merger = IntervalMerger(horizon=2 * card.window)
-    history = card.dsp.new_history()
+    history, recent = card.dsp.new_history(), new_recent(card)
     probs, published, first_seen = [], [], []
     for i in range(0, len(starts), batch):
         s = starts[i : i + batch]
         x = window_input(np.stack([sig[:, a : a + card.window] for a in s]), card.dsp, s, history)
         p, att = model.infer(x)
         probs.append(p)
-        for start, ivs in zip(s, label_intervals(card, model.infer, x, p, att)):
+        irregular = stream_irregularity(card, x, s, recent)
+        for start, ivs in zip(s, label_intervals(card, model.infer, x, p, att, irregular=irregular)):
             new = merger.add([iv.shift(int(start)) for iv in ivs])
             published.extend(new)
             first_seen.extend([int(start)] * len(new))

@@ -20,7 +20,7 @@ import numpy as np
 
 from .card import ModelCard
 from .intervals import attention_to_intervals, distinct_beats, onto_premature, premature_beats, rr_irregularity, snap_to_beats
-from .rhythm import r_peaks
+from .rhythm import RecentRhythm, r_peaks
 
 InferFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 PREMATURE_CLASS = "S"  # the class interval_rule.premature moves onto early beats: every AAMI S beat comes early
@@ -50,6 +50,7 @@ def label_intervals(
     probs: np.ndarray,
     attention: np.ndarray,
     pad: int = 18,
+    irregular: np.ndarray | None = None,
 ) -> list[list[LabelledInterval]]:
     """Labelled intervals per window (window-relative) for the windows whose class probability alarms.
 
@@ -61,7 +62,11 @@ def label_intervals(
     its class's logit by at least keep_drop times the window's largest drop for that class (logits,
     not probabilities: with two ectopic beats in view the probability stays saturated when one goes).
     Score: the class probability of the window times the interval's normalised attention peak.
+    `irregular`: each window's `stream_irregularity`, needed when the card's rule has `regular_stream`.
     """
+    rule = card.interval_rule
+    if rule.regular_stream > 0 and PREMATURE_CLASS in card.abnormal and (irregular is None or len(irregular) != len(x)):
+        raise ValueError("interval_rule.regular_stream needs each window's stream irregularity (stream_irregularity)")
     out: list[list[LabelledInterval]] = [[] for _ in range(len(x))]
     idx = [card.classes.index(c) for c in card.abnormal]
     thr = np.array([card.thresholds[c] for c in card.abnormal])
@@ -116,12 +121,34 @@ def label_intervals(
             if any(iv.label == PREMATURE_CLASS for iv in out[i]):
                 if rr_irregularity(x[i, rr_at][peaks(i)]) > card.interval_rule.regular:  # r_peaks lie inside the window
                     out[i] = [iv for iv in out[i] if iv.label != PREMATURE_CLASS]
+    if rule.regular_stream > 0 and PREMATURE_CLASS in card.abnormal:
+        for i in np.flatnonzero(np.asarray(irregular) > rule.regular_stream):
+            out[i] = [iv for iv in out[i] if iv.label != PREMATURE_CLASS]
     if card.interval_rule.distinct > 0 and DISTINCT_CLASS in card.abnormal:
         for i in range(len(out)):
             if any(iv.label == DISTINCT_CLASS for iv in out[i]):
                 out[i] = _distinct(card, x[i], peaks(i), attention[i], out[i])
     for ivs in out:
         ivs.sort(key=lambda iv: iv.start)
+    return out
+
+
+def new_recent(card: ModelCard) -> RecentRhythm | None:
+    """A fresh stream's rhythm memory for `stream_irregularity`, or None when the card's rule needs none."""
+    rule = card.interval_rule
+    return RecentRhythm(rule.regular_context, card.fs) if rule.regular_stream > 0 else None
+
+
+def stream_irregularity(card: ModelCard, x: np.ndarray, starts: np.ndarray, recent: RecentRhythm | None) -> np.ndarray | None:
+    """Each of one stream's windows (model inputs, in stream order, at absolute `starts`): `rr_irregularity` of the
+    stream's RRs over the rule's `regular_context` samples that end with it, `recent` updated as it goes; None without
+    `recent`. Why a stream's and not a window's: six beats of atrial fibrillation can look regular, 30 s rarely do."""
+    if recent is None:
+        return None
+    out = np.zeros(len(x))
+    for i, (w, start) in enumerate(zip(x, np.atleast_1d(starts))):
+        recent.update(r_peaks(w[0], card.fs), int(start), w.shape[-1])
+        out[i] = rr_irregularity(recent.relative())
     return out
 
 

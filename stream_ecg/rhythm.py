@@ -52,14 +52,24 @@ def r_peaks(lead: np.ndarray, fs: float) -> np.ndarray:
     return np.unique(out)
 
 
-class RRHistory:
-    """One stream's most recent RR intervals, the patient's own reference for "early" and "late".
+def new_intervals(peaks: np.ndarray, start: int, n: int, newest: float, fs: float) -> tuple[list[tuple[int, int]], float]:
+    """The RR intervals a window [start, start + n) with R peaks `peaks` (window-relative) adds to a stream whose newest
+    peak taken so far is `newest` (absolute): (absolute later peak, RR in samples) pairs, and the new `newest`.
 
-    Each window adds the intervals between consecutive R peaks it holds at least a refractory
-    period from either edge (a QRS cut by the edge misplaces its peak) whose later peak is newer
-    than any taken before, so overlapping windows add each beat once, whatever the hop, and no
-    interval spans a gap in the stream (both peaks come from one window).
-    """
+    Only peaks at least a refractory period from either edge count (a QRS cut by the edge misplaces its peak), and only
+    intervals whose later peak is newer than any taken before, so overlapping windows add each beat once, whatever the
+    hop, and no interval spans a gap in the stream (both peaks come from one window)."""
+    peaks = np.asarray(peaks, np.int64)
+    guard = int(_REFRACTORY_S * fs)
+    inner = start + peaks[(peaks >= guard) & (peaks < n - guard)]
+    jitter = guard // 2  # the same beat seen in two windows may be placed a few samples apart
+    out = [(int(b), int(b - a)) for a, b in zip(inner[:-1], inner[1:]) if b > newest + jitter]
+    return out, (max(newest, int(inner[-1])) if inner.size else newest)
+
+
+class RRHistory:
+    """One stream's most recent RR intervals, the patient's own reference for "early" and "late"
+    (taken as `new_intervals` says)."""
 
     def __init__(self, size: int, fs: float) -> None:
         if size < 1:
@@ -70,17 +80,40 @@ class RRHistory:
 
     def update(self, peaks: np.ndarray, start: int, n: int) -> None:
         """Take the new intervals of the window [start, start + n) whose R peaks (window-relative) are `peaks`."""
-        guard = int(_REFRACTORY_S * self.fs)
-        inner = start + np.asarray(peaks, np.int64)[(peaks >= guard) & (peaks < n - guard)]
-        jitter = guard // 2  # the same beat seen in two windows may be placed a few samples apart
-        for a, b in zip(inner[:-1], inner[1:]):
-            if b > self.newest + jitter:
-                self.rr.append(int(b - a))
-        if inner.size:
-            self.newest = max(self.newest, int(inner[-1]))
+        added, self.newest = new_intervals(peaks, start, n, self.newest, self.fs)
+        self.rr.extend(rr for _, rr in added)
 
     def reference(self) -> float | None:
         return float(np.median(self.rr)) if self.rr else None
+
+
+class RecentRhythm:
+    """One stream's RR intervals whose later peak lies in the last `span` samples before the newest window's end (taken
+    as `new_intervals` says), for rhythm measures longer than a window (interval_rule.regular_stream)."""
+
+    def __init__(self, span: int, fs: float) -> None:
+        if span < 1:
+            raise ValueError(f"rhythm span must be >= 1 sample, got {span}")
+        self.span, self.fs = span, fs
+        self.rr: deque[tuple[int, int]] = deque()  # (absolute later peak, RR in samples), oldest first
+        self.newest = -np.inf
+
+    def update(self, peaks: np.ndarray, start: int, n: int) -> None:
+        """Take the window [start, start + n)'s new intervals and forget those ending over `span` before its end."""
+        added, self.newest = new_intervals(peaks, start, n, self.newest, self.fs)
+        self.rr.extend(added)
+        while self.rr and self.rr[0][0] < start + n - self.span:
+            self.rr.popleft()
+
+    @property
+    def capacity(self) -> int:
+        """The most intervals it can hold: no two R peaks lie closer than the refractory period."""
+        return self.span // max(1, int(_REFRACTORY_S * self.fs)) + 1
+
+    def relative(self) -> np.ndarray:
+        """The held RRs as the rr_prev channel reads them at R peaks: 0 for the unknown first, then RR / median - 1."""
+        rr = np.array([r for _, r in self.rr], dtype=np.float64)
+        return np.concatenate([[0.0], rr / np.median(rr) - 1.0]) if rr.size else np.zeros(0)
 
 
 def rr_channels(lead: np.ndarray, fs: float, reference: float | None = None, peaks: np.ndarray | None = None) -> np.ndarray:

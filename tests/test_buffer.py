@@ -181,3 +181,22 @@ def test_resampled_input_windows_on_the_model_clock(rec):
     windows, _ = feed(table, cs)
     assert [w.start for w in windows][:3] == [0, HOP, 2 * HOP]
     assert len(windows) >= (30 * 360 - WINDOW) // HOP - 1
+
+
+def test_stream_irregularity_equals_the_batch_path_and_restarts_with_the_layout(rec):
+    from stream_ecg.postprocess import new_recent, stream_irregularity
+
+    card = make_card(interval_rule=IntervalRule(regular_stream=0.1).to_dict())
+    n = 60 * 360
+    windows, _ = feed(StreamTable(card), chunks(rec, 250, n))
+    starts = np.array([w.start for w in windows])
+    batch = offline(rec, 0, n, starts)
+    expected = stream_irregularity(card, batch, starts, new_recent(card))
+    np.testing.assert_allclose([w.irregularity for w in windows], expected, atol=1e-6)
+    assert np.ptp(expected) > 0  # 208's PVCs and pauses move it: the check is not one of zeros
+    table = StreamTable(card)
+    feed(table, chunks(rec, 250, n))
+    assert len(table.streams["bed"].recent.rr) > 20
+    feed(table, [Chunk("bed", 10_001, 0, 250.0, rec.leads, rec.signal[:, :250])])  # another monitor or patient
+    assert len(table.streams["bed"].recent.rr) == 0
+    assert all(w.irregularity is None for w in feed(StreamTable(make_card()), chunks(rec, 250, 3 * WINDOW))[0])

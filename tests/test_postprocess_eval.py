@@ -331,6 +331,55 @@ def test_regular_publishes_s_intervals_only_in_regular_windows():
     assert [(iv.start, iv.end, iv.label) for iv in out[0]] == [(764, 836, "S")]
 
 
+def _stream(rr: list[int], fs: float = 360.0) -> tuple[np.ndarray, np.ndarray]:
+    """One lead of narrow spikes after the RRs `rr`, cut into the windows (hop 360) a stream emits, as the model eats them."""
+    from stream_ecg.dsp import DspConfig, window_input
+
+    beats = np.cumsum([100] + list(rr))
+    sig = np.zeros((1, int(beats[-1]) + 100), np.float32)
+    for r in beats:
+        sig[0, r - 5 : r + 6] = np.hanning(11)
+    starts = np.arange(0, sig.shape[1] - 2000 + 1, 360)
+    return window_input(np.stack([sig[:, s : s + 2000] for s in starts]), DspConfig(rhythm=True)), starts
+
+
+def test_stream_irregularity_sees_fibrillation_that_one_window_hides():
+    from stream_ecg.intervals import rr_irregularity
+    from stream_ecg.postprocess import new_recent, stream_irregularity
+    from stream_ecg.rhythm import r_peaks
+
+    card = _premature_card({"premature": 0.1, "regular_stream": 0.1})
+    rng = np.random.default_rng(3)
+    fibrillating = [int(v) for v in rng.uniform(150, 450, 100)]  # ~50 s, every RR differs
+    x, starts = _stream(fibrillating + [300] * 7)  # then a last window of seven equal RRs
+    irr = stream_irregularity(card, x, starts, new_recent(card))
+    assert rr_irregularity(x[-1, 1][r_peaks(x[-1, 0], 360.0)]) == 0.0  # the last window alone looks regular...
+    assert irr[-1] > 0.12  # ...the stream's last 30 s do not
+    steady = ([300] * 8 + [210, 390]) * 10  # a premature beat and its pause every ten beats
+    x, starts = _stream(steady)
+    irr = stream_irregularity(card, x, starts, new_recent(card))
+    assert np.median(irr) < 0.01 and np.max(irr) < 0.06  # (a pause whose early beat has just left the 30 s counts)
+
+
+def test_regular_stream_drops_the_s_intervals_of_irregular_streams_only():
+    att = np.zeros((1, 2000), np.float32)
+    att[0, 780:830] = 1.0  # on the early beat at 800
+    probs = np.array([[0.1, 0.9, 0.1]], np.float32)
+    card, x = _premature_card({"premature": 0.1, "regular_stream": 0.1}), _premature_window()
+
+    def lit(irregular):
+        return [(iv.start, iv.end, iv.label) for iv in label_intervals(card, None, x, probs, att, irregular=irregular)[0]]
+
+    assert lit(np.array([0.05])) == [(764, 836, "S")]
+    assert lit(np.array([0.2])) == []
+    with pytest.raises(ValueError, match="stream irregularity"):
+        lit(None)
+    v_only = label_intervals(card, None, x, np.array([[0.1, 0.1, 0.9]], np.float32), att, irregular=np.array([0.2]))
+    assert [(iv.start, iv.end, iv.label) for iv in v_only[0]] == [(780, 830, "V")]
+    with pytest.raises(ValueError, match="regular_stream"):
+        _premature_card({"regular_stream": -0.1})
+
+
 def test_regular_needs_the_rhythm_channels():
     from stream_ecg.card import CardError
 

@@ -130,3 +130,22 @@ def test_both_references_give_four_rhythm_channels():
     np.testing.assert_array_equal(both[:, :3], window_input(w, DspConfig(rhythm=True, rhythm_context=64), starts))
     with pytest.raises(DspError, match="rhythm_context"):
         DspConfig(rhythm=True, rhythm_both=True)
+
+
+def test_recent_rhythm_holds_each_beat_of_the_last_span_once():
+    from stream_ecg.rhythm import RecentRhythm
+
+    n, rr, span = 30000, 290, 10800
+    x = _beats(list(range(100, n, rr)), n=n)
+    for hop in (180, 360, 720):
+        recent = RecentRhythm(span, FS)
+        w, starts = _windows(x, hop)
+        for win, s in zip(w, starts):
+            recent.update(r_peaks(win[0], FS), int(s), win.shape[-1])
+        ends = np.array([e for e, _ in recent.rr])
+        assert np.all(np.diff(ends) > 0) and ends[0] >= starts[-1] + 2000 - span  # once each, none older than the span
+        assert abs(len(recent.rr) - span // rr) <= 3 and len(recent.rr) <= recent.capacity
+        rel = recent.relative()
+        assert rel[0] == 0.0 and np.max(np.abs(rel)) < 0.02
+    with pytest.raises(ValueError, match="span"):
+        RecentRhythm(0, FS)
