@@ -62,12 +62,22 @@ REGULAR_LIMITS = (
 )
 
 
+REGULAR_STREAM_LIMITS = (
+    " S intervals are published only while the stream's last interval_rule.regular_context samples (30 s by default) "
+    "hold a regular rhythm once early beats are set aside (interval_rule.regular_stream, per-stream state): for the "
+    "first seconds of a stream it judges from fewer beats, and after an episode of atrial fibrillation S beats go "
+    "unmarked until the irregular RRs have left that span."
+)
+
+
 def rule_limits(limits: str, rule: IntervalRule) -> str:
     """The card's limits with the sentences its interval rule adds (once each), so a recarded model states them too."""
     if rule.premature > 0 and PREMATURE_LIMITS not in limits:
         limits += PREMATURE_LIMITS
     if rule.regular > 0 and REGULAR_LIMITS not in limits:
         limits += REGULAR_LIMITS
+    if rule.regular_stream > 0 and REGULAR_STREAM_LIMITS not in limits:
+        limits += REGULAR_STREAM_LIMITS
     return limits
 
 
@@ -93,6 +103,9 @@ INTERVAL_LABELLING = (
     "with interval_rule.regular > 0 a window's S intervals are published only if its RR irregularity (the coefficient "
     "of variation of its RRs once each RR 10 % shorter than the median, and the RR after it, are left out; "
     "stream_ecg.intervals.rr_irregularity) is <= regular; "
+    "with interval_rule.regular_stream > 0 they are published only if the same measure over the stream's RRs whose "
+    "later R peak lies in the regular_context samples ending with the window (each beat once, per-stream state: "
+    "stream_ecg.rhythm.RecentRhythm, stream_ecg.postprocess.stream_irregularity) is <= regular_stream; "
     "score = window class probability x the interval's normalised attention peak"
 )
 
