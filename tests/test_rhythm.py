@@ -28,6 +28,15 @@ def test_r_peaks_finds_regular_beats():
     assert np.max(np.abs(found - np.array(peaks))) <= 2
 
 
+def test_r_peaks_snaps_to_the_extreme_whatever_the_polarity_and_at_the_edges():
+    t = np.arange(2000)
+    x = np.zeros(2000)
+    for p, amp in ((8, 1.0), (600, -1.2), (1200, 1.1), (1993, -0.9)):  # two within the search span of an edge
+        x += amp * np.exp(-0.5 * ((t - p) / 4.0) ** 2)
+    x += 0.3 * np.exp(-0.5 * ((t - 640) / 15.0) ** 2)  # a T wave after the inverted beat
+    assert r_peaks(x.astype(np.float32), FS).tolist() == [8, 600, 1200, 1993]
+
+
 def test_r_peaks_on_real_record_matches_annotations():
     rec = load_record("100", excerpt_dir())
     sig = preprocess(rec.signal[:1], rec.fs, DspConfig())[0]
