@@ -101,6 +101,40 @@ def test_split_holds_records_out_and_validates_at_the_runtime_hop():
     assert set(val.record) == {"b"} and list(val.start) == [0, 360, 720]
 
 
+def test_stretched_copies_train_only_and_never_validate():
+    from trainer.bedside import WindowSet, split
+
+    n = 16
+    ws = WindowSet(x=np.zeros((n, 1, 4), np.float32), y=np.zeros((n, 2), np.float32), w=np.ones((n, 2), np.float32),
+                   record=np.array(["a"] * 4 + ["b"] * 4 + ["a"] * 4 + ["b"] * 4), start=np.tile(np.arange(4) * 360, 4),
+                   stretch=np.array([1.0] * 8 + [1.1] * 8, np.float32))
+    train, val = split(ws, ("b",), hop=360)
+    assert set(train.record) == {"a"} and sorted(set(train.stretch.tolist())) == [1.0, pytest.approx(1.1)]
+    assert set(val.record) == {"b"} and set(val.stretch.tolist()) == {1.0} and len(val.start) == 4
+    assert set(WindowSet(x=ws.x[:2], y=ws.y[:2], w=ws.w[:2], record=ws.record[:2], start=ws.start[:2]).stretch) == {1.0}
+
+
+def test_a_stretched_record_keeps_its_beats_on_its_r_peaks():
+    from stream_ecg.dsp import DspConfig, preprocess
+    from stream_ecg.rhythm import r_peaks
+    from trainer.bedside import stretched
+
+    rec = load_record("100", excerpt_dir())
+    for factor in (0.9, 1.1):
+        slow = stretched(rec, factor)
+        assert abs(slow.signal.shape[1] - factor * rec.signal.shape[1]) <= 1 and slow.fs == rec.fs
+        assert np.array_equal(slow.beats.symbols, rec.beats.symbols)
+        found = r_peaks(preprocess(slow.signal[:1], slow.fs, DspConfig())[0], slow.fs)
+        ann = slow.beats.samples[(slow.beats.samples > 100) & (slow.beats.samples < slow.signal.shape[1] - 100)]
+        assert (np.min(np.abs(ann[:, None] - found[None, :]), axis=1) <= 18).mean() > 0.98  # 50 ms
+        rr = np.median(np.diff(slow.beats.samples)) / np.median(np.diff(rec.beats.samples))
+        assert rr == pytest.approx(factor, abs=0.01)
+    with pytest.raises(ValueError, match="stretch"):
+        BedsideConfig(stretch=(1.0,))
+    cfg = BedsideConfig(stretch=(0.9, 1.1))
+    assert BedsideConfig.from_dict(cfg.to_dict()) == cfg
+
+
 def test_cross_fitted_run_scores_each_record_with_the_member_that_held_it_out(tmp_path, tiny_model_dir):
     import torch
 

@@ -12,13 +12,15 @@ from __future__ import annotations
 import dataclasses
 import functools
 from dataclasses import asdict, dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+import scipy.signal
 
 from stream_ecg.card import LeadContract
 from stream_ecg.data import load_record
-from stream_ecg.data.mitdb import DS1
+from stream_ecg.data.mitdb import DS1, Record
 from stream_ecg.dsp import DspConfig, normalise_window, window_input
 from stream_ecg.intervals import IntervalRule
 from stream_ecg.offline import model_input, window_starts
@@ -60,6 +62,8 @@ class BedsideConfig:
     leads: tuple[str, ...] = ("MLII",)  # slots of LEAD_ALIASES the model takes, in channel order
     missing_p: float = 0.1  # with a second slot: share of training windows whose chest slot holds MLII again
     lead_dropout: float = 0.0  # share of training windows whose ECG leads are zeroed, the derived channels kept
+    stretch: tuple[float, ...] = ()  # per factor, DS1 replayed that many times slower as extra training windows
+    stretch_hop: int = 720  # hop of the stretched copies' windows (training only, never validation)
 
     @property
     def lead_contract(self) -> LeadContract:
@@ -81,7 +85,11 @@ class BedsideConfig:
         """The config a checkpoint recorded (`to_dict`), so export and analysis cut windows as training did."""
         return cls(**{**d, "dsp": DspConfig.from_dict(d["dsp"]), "rule": IntervalRule.from_dict(d["rule"]),
                       "val_records": tuple(d["val_records"]), "folds": tuple(tuple(f) for f in d.get("folds", ())),
-                      "leads": tuple(d.get("leads", ("MLII",)))})
+                      "leads": tuple(d.get("leads", ("MLII",))), "stretch": tuple(d.get("stretch", ()))})
+
+    def __post_init__(self) -> None:
+        if any(not 0.5 <= f <= 2.0 or f == 1.0 for f in self.stretch) or self.stretch_hop < 1:
+            raise ValueError(f"stretch factors must lie in [0.5, 2] and differ from 1, got {self.stretch}; stretch_hop >= 1")
 
 
 @dataclass(frozen=True)
@@ -91,10 +99,26 @@ class WindowSet:
     w: np.ndarray  # (n, 2) float32 target weights (0 = unknown)
     record: np.ndarray
     start: np.ndarray
+    stretch: np.ndarray | None = None  # (n,) the factor each window's record was replayed at (1: as recorded)
+
+    def __post_init__(self) -> None:
+        if self.stretch is None:
+            object.__setattr__(self, "stretch", np.ones(len(self.start), np.float32))
 
 
-def record_windows(name: str, cfg: BedsideConfig, hop: int, data_dir=None) -> WindowSet:
+def stretched(rec: Record, factor: float) -> Record:
+    """The record replayed `factor` times slower (resampled to that many times its length at the same rate, the
+    annotations moved with it): wider QRS complexes at a slower rate, or narrower at a faster one, labels intact."""
+    f = Fraction(factor).limit_denominator(20)
+    signal = scipy.signal.resample_poly(rec.signal, f.numerator, f.denominator, axis=1).astype(np.float32)
+    beats = dataclasses.replace(rec.beats, samples=np.round(rec.beats.samples * float(f)).astype(np.int64))
+    return dataclasses.replace(rec, signal=signal, beats=beats)
+
+
+def record_windows(name: str, cfg: BedsideConfig, hop: int, data_dir=None, stretch: float = 1.0) -> WindowSet:
     rec = load_record(name, data_dir)
+    if stretch != 1.0:
+        rec = stretched(rec, stretch)
     sig, _ = model_input(cfg.lead_contract, cfg.dsp, rec)
     starts = window_starts(sig.shape[1], cfg.window, hop)
     beats = np.round(rec.beats.samples * cfg.dsp.fs / rec.fs).astype(np.int64)
@@ -118,6 +142,7 @@ def record_windows(name: str, cfg: BedsideConfig, hop: int, data_dir=None) -> Wi
         w=np.stack(ws, 1).astype(np.float32),
         record=np.full(len(starts), name),
         start=starts,
+        stretch=np.full(len(starts), stretch, np.float32),
     )
 
 
@@ -130,16 +155,19 @@ def select(ws: WindowSet, keep: np.ndarray) -> WindowSet:
 
 
 def ds1_windows(cfg: BedsideConfig, data_dir=None) -> WindowSet:
-    """Every DS1 record at the dense training hop (the runtime-hop windows are a subset of them)."""
+    """Every DS1 record at the dense training hop (the runtime-hop windows are a subset of them), then with
+    `cfg.stretch` each record replayed at each factor, at `cfg.stretch_hop`."""
     if cfg.hop % cfg.train_hop:
         raise ValueError(f"hop {cfg.hop} must be a multiple of train_hop {cfg.train_hop}: validation windows come from its grid")
-    return concat([record_windows(r, cfg, cfg.train_hop, data_dir) for r in DS1])
+    return concat([record_windows(r, cfg, cfg.train_hop, data_dir) for r in DS1]
+                  + [record_windows(r, cfg, cfg.stretch_hop, data_dir, f) for f in cfg.stretch for r in DS1])
 
 
 def split(ds1: WindowSet, held_out: tuple[str, ...], hop: int) -> tuple[WindowSet, WindowSet]:
-    """DS1 minus the held-out records (dense hop) and the held-out records (runtime hop)."""
+    """DS1 minus the held-out records (dense hop, and their stretched copies) and the held-out records as recorded
+    (runtime hop)."""
     out = np.isin(ds1.record, held_out)
-    return select(ds1, ~out), select(ds1, out & (ds1.start % hop == 0))
+    return select(ds1, ~out), select(ds1, out & (ds1.start % hop == 0) & (ds1.stretch == 1.0))
 
 
 def balanced_p(y: np.ndarray) -> np.ndarray:

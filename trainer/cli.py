@@ -49,6 +49,8 @@ def train(
                                        "are zeroed, the rhythm and residual channels kept (training only)."),
     folds: bool = typer.Option(False, help="bedside: cross-fit one member per DS1 record fold (trainer.bedside.FOLDS); "
                                "thresholds from the pooled out-of-fold scores of all DS1 records."),
+    stretch: str = typer.Option("", help="bedside: comma-separated factors, e.g. 0.9,1.1: DS1 also replayed that many "
+                                "times slower (time stretch), as extra training windows (never validation)."),
 ) -> None:
     """Train the joint model end-to-end with window/segment labels only; saves checkpoint.pt + metrics.json."""
     from .train import TrainConfig
@@ -62,7 +64,8 @@ def train(
 
         cfg = BedsideConfig(dsp=DspConfig(rhythm=rhythm, rhythm_context=rhythm_context, rhythm_both=rhythm_both,
                                             beat_residual=beat_residual), model={**BEDSIDE_MODEL, "pool_kernel": kernel, **json.loads(model)},
-                            folds=FOLDS if folds else (), leads=_lead_slots(leads), lead_dropout=lead_dropout)
+                            folds=FOLDS if folds else (), leads=_lead_slots(leads), lead_dropout=lead_dropout,
+                            stretch=tuple(float(v) for v in stretch.split(",") if v))
         report = train_bedside(cfg, tcfg, out, data, epoch_size=epoch_size, seeds=tuple(int(v) for v in seeds.split(",") if v),
                                teacher=teacher, distill=distill)
     elif task == "paper":
