@@ -287,15 +287,20 @@ def by_record(
     files: str = typer.Option(..., help="Comma-separated `trainer validate` outputs (one per seed set)."),
     base: int = typer.Option(..., help="Index of the base row in each file's by_rule list."),
     new: int = typer.Option(..., help="Index of the changed row."),
+    new_files: str = typer.Option("", help="Comma-separated outputs, one per --files entry, to take the changed row "
+                                  "from (a retrained run against its sibling); default: the --files themselves."),
     out: Path | None = typer.Option(None, help="Also write the JSON here."),
 ) -> None:
     """Per class, how many records' beat F1 a change raised or lowered, per file and summed: broad gain or a few records?"""
     from .validation import record_changes
 
+    bases, news = files.split(","), new_files.split(",") if new_files else files.split(",")
+    if len(news) != len(bases):
+        raise typer.BadParameter(f"--new-files names {len(news)} files for {len(bases)} --files", param_hint="--new-files")
     per_file = {}
-    for f in files.split(","):
-        rows = json.loads(Path(f).read_text())["by_rule"]
-        per_file[f] = record_changes(rows[base], rows[new])
+    for f, g in zip(bases, news):
+        rows, changed = json.loads(Path(f).read_text())["by_rule"], json.loads(Path(g).read_text())["by_rule"]
+        per_file[f if f == g else f"{f} -> {g}"] = record_changes(rows[base], changed[new])
     total = {c: {k: sum(v[c][k] for v in per_file.values()) for k in ("up", "down", "same")} for c in ("S", "V")}
     _emit({"files": per_file, "total": total, "command": _command()}, out)
 
