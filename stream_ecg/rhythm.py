@@ -72,6 +72,13 @@ def new_intervals(peaks: np.ndarray, start: int, n: int, newest: float, fs: floa
     return out, (max(newest, int(inner[-1])) if inner.size else newest)
 
 
+def relative_rr(rr: np.ndarray) -> np.ndarray:
+    """Consecutive RR intervals as the rr_prev channel reads them at their later R peaks, unclipped: 0 for the first
+    beat (its RR is unknown), then each RR over their median, minus 1; empty for no RR. What `rr_irregularity` reads."""
+    rr = np.asarray(rr, dtype=np.float64).reshape(-1)
+    return np.concatenate([[0.0], rr / np.median(rr) - 1.0]) if rr.size else np.zeros(0)
+
+
 class RRHistory:
     """One stream's most recent RR intervals, the patient's own reference for "early" and "late"
     (taken as `new_intervals` says)."""
@@ -116,9 +123,8 @@ class RecentRhythm:
         return self.span // max(1, int(_REFRACTORY_S * self.fs)) + 1
 
     def relative(self) -> np.ndarray:
-        """The held RRs as the rr_prev channel reads them at R peaks: 0 for the unknown first, then RR / median - 1."""
-        rr = np.array([r for _, r in self.rr], dtype=np.float64)
-        return np.concatenate([[0.0], rr / np.median(rr) - 1.0]) if rr.size else np.zeros(0)
+        """The held RRs as `relative_rr` puts them."""
+        return relative_rr(np.array([r for _, r in self.rr], dtype=np.float64))
 
 
 def rr_channels(lead: np.ndarray, fs: float, reference: float | None = None, peaks: np.ndarray | None = None) -> np.ndarray:

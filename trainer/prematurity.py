@@ -16,7 +16,7 @@ import numpy as np
 
 from stream_ecg.data.mitdb import DS1, DS2, load_beats, load_rhythms
 from stream_ecg.intervals import rr_irregularity
-from stream_ecg.rhythm import PREMATURITY_REFERENCES
+from stream_ecg.rhythm import PREMATURITY_REFERENCES, relative_rr
 
 FIBRILLATION = ("(AFIB", "(AFL")  # MIT-BIH rhythm labels of atrial fibrillation and flutter
 
@@ -85,9 +85,8 @@ def window_irregularity(samples: np.ndarray, aami: np.ndarray, rhythm_at: np.nda
         if hi - lo < 4:
             continue
         seen = samples[np.searchsorted(samples, start + window - context):hi] if context else samples[lo:hi]
-        rr = np.diff(seen).astype(np.float64)
-        rel = np.concatenate([[0.0], rr / np.median(rr) - 1.0])  # as the rr_prev channel reads at the R peaks
-        out.append((bool(fib[lo:hi].any()), bool((aami[lo + 1:hi] == "S").any()), rr_irregularity(rel)))
+        irr = rr_irregularity(relative_rr(np.diff(seen)))
+        out.append((bool(fib[lo:hi].any()), bool((aami[lo + 1:hi] == "S").any()), irr))
     return out
 
 
