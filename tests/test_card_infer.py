@@ -89,6 +89,21 @@ def test_recard_ships_the_same_files_with_a_new_interval_rule(tiny_model_dir, tm
         recard(tiny_model_dir, tmp_path / "never3", "x", "0", "", {}, evaluate=False, thresholds={"N": 0.5})
 
 
+def test_every_shipped_model_loads_with_its_checksums_and_ds2_keys():
+    """Each folder in edge_models/ (not only the default) is one a user can pick with --model: its files match its
+    card, and the card has the DS2 keys other tools read, as fractions."""
+    root = default_model_dir().parent
+    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    assert default_model_dir() in folders
+    for folder in folders:
+        card = load_card(folder)  # raises on a missing file or a checksum mismatch
+        assert card.name == folder.name and {"model.onnx", "model.pt2"} <= set(card.files)
+        ds2 = json.loads((folder / "card.json").read_text())["metrics"]["ds2"]
+        for c in card.abnormal:
+            assert 0.0 <= ds2["beat"][c]["se"] <= 1.0 and 0.0 <= ds2["beat"][c]["ppv"] <= 1.0
+            assert {"se", "precision", "auc"} <= set(ds2["window"][c])
+
+
 def test_malformed_card_is_a_card_error(tmp_path):
     (tmp_path / "card.json").write_text("{not json")
     with pytest.raises(CardError):
