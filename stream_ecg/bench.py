@@ -25,7 +25,7 @@ from .replay import EXCERPT_RECORDS
 from .subscribe import messages
 from .worker import Worker
 
-__all__ = ["BenchSettings", "rss_mb", "run_bench", "run_baseline", "stream_memory"]
+__all__ = ["BenchSettings", "relative_gate", "rss_mb", "run_bench", "run_baseline", "stream_memory"]
 
 
 @dataclass(frozen=True)
@@ -258,3 +258,27 @@ def run_bench(model_dir: Path | str, backends: list[str] | tuple[str, ...] = ("o
     out["machine"] = {"cpus": os.cpu_count(), "load_avg_1m_start": round(load_start, 2), "load_avg_1m_end": round(os.getloadavg()[0], 2)}
     out["command_settings"] = {k: getattr(settings, k) for k in settings.__dataclass_fields__}
     return out
+
+
+def relative_gate(base: list[dict], candidate: list[dict], max_ratio: float = 1.25) -> dict:
+    """Does a candidate serve about as well as the base model on this machine? Both benched alternately (`run_bench`
+    reports) at a load the machine keeps up with; it holds if every run published as many results as the fullest one
+    and the candidate's median p99 is at most max_ratio x the base's. Why relative: an absolute p99 target at a load
+    the machine cannot keep up with judges the machine, not the model."""
+    if not base or not candidate:
+        raise ValueError("the gate needs at least one run of each model")
+    settings = {(r["beds"], r["seconds"], r["backend"]) for r in base + candidate}
+    if len(settings) != 1:
+        raise ValueError(f"runs differ in beds, seconds or backend: {sorted(settings)}")
+
+    def side(runs: list[dict]) -> dict:
+        p99 = [float(r["latency_ms"]["p99"]) for r in runs]
+        return {"model": sorted({r["model"]["name"] for r in runs}), "p99_ms": p99, "median_p99_ms": float(np.median(p99)),
+                "results": [int(r["realtime"]["results"]) for r in runs], "windows_per_s": [r["windows_per_s"] for r in runs]}
+
+    b, c = side(base), side(candidate)
+    full = max(b["results"] + c["results"])
+    ratio = c["median_p99_ms"] / b["median_p99_ms"]
+    all_published = all(n == full for n in b["results"] + c["results"])
+    return {"base": b, "candidate": c, "beds": base[0]["beds"], "max_ratio": max_ratio, "ratio": round(ratio, 4),
+            "all_published": all_published, "holds": bool(all_published and ratio <= max_ratio)}

@@ -295,6 +295,52 @@ def bench(
     console.print(table)
 
 
+@app.command("bench-gate")
+def bench_gate(
+    base: Path | None = typer.Option(None, help="The model to beat (default: the one edge_models/DEFAULT names)."),
+    candidate: Path | None = typer.Option(None, help="The model that would replace it."),
+    pairs: int = typer.Option(3, min=1, help="Bench runs per model, alternating, base first."),
+    beds: int = typer.Option(120, min=1, help="Simulated beds: a load this machine keeps up with."),
+    seconds: float = typer.Option(10.0, min=0.5, help="Seconds per phase."),
+    max_ratio: float = typer.Option(1.25, min=1.0, help="The candidate's median p99 may be at most this x the base's."),
+    base_files: str = typer.Option("", help="Judge saved `stream-ecg bench --json` reports instead (comma-separated)."),
+    candidate_files: str = typer.Option("", help="The candidate's saved reports, with --base-files."),
+    out: Path | None = typer.Option(None, help="Also write each run's report and the verdict into this folder."),
+) -> None:
+    """The relative serving gate: a candidate against the base model, benched alternately on this machine (or from saved
+    reports). Prints the verdict as JSON; exits 1 if it does not hold."""
+    import json
+
+    from .bench import BenchSettings, relative_gate, run_bench
+
+    if base_files or candidate_files:
+        if not (base_files and candidate_files):
+            raise typer.BadParameter("--base-files and --candidate-files go together")
+        read = lambda names: [json.loads(Path(n).read_text()) for n in names.split(",") if n]  # noqa: E731
+        b_runs, c_runs = read(base_files), read(candidate_files)
+    else:
+        if candidate is None:
+            raise typer.BadParameter("--candidate is needed (or --base-files and --candidate-files)")
+        base_dir, cand_dir = _model_dir(base), _model_dir(candidate)
+        settings = BenchSettings(beds=beds, seconds=seconds, baseline=False, memory_streams=0)
+        b_runs, c_runs = [], []
+        for n, (runs, d) in enumerate([(b_runs, base_dir), (c_runs, cand_dir)] * pairs, start=1):
+            runs.append(run_bench(d, ["onnxruntime"], settings))
+            if out is not None:
+                out.mkdir(parents=True, exist_ok=True)
+                (out / f"gate_{n}_{d.name}.json").write_text(json.dumps(runs[-1]))
+    try:
+        verdict = relative_gate(b_runs, c_runs, max_ratio)
+    except (ValueError, KeyError) as exc:
+        console.print(f"[red]cannot judge the gate:[/] {exc}")
+        raise typer.Exit(2) from None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "gate.json").write_text(json.dumps(verdict, indent=1))
+    typer.echo(json.dumps(verdict))
+    raise typer.Exit(0 if verdict["holds"] else 1)
+
+
 @app.command()
 def demo(
     duration: float = typer.Option(20.0, min=1.0, help="Seconds the live demo runs before it exits."),

@@ -343,6 +343,45 @@ def test_bench_json_has_the_keys(tiny_model_dir):
     assert report["backend"] == "onnxruntime" and report["windows_per_s"] > 0
 
 
+def _report(name: str, p99: float, results: int = 100, beds: int = 10) -> dict:
+    return {"model": {"name": name}, "beds": beds, "seconds": 10.0, "backend": "onnxruntime", "windows_per_s": 50.0,
+            "latency_ms": {"p50": p99 / 2, "p99": p99}, "realtime": {"results": results}}
+
+
+def test_relative_gate_reads_medians_and_requires_every_result():
+    from stream_ecg.bench import relative_gate
+
+    base = [_report("a", p) for p in (10.0, 30.0, 12.0)]  # median 12: one slow run does not move it
+    assert relative_gate(base, [_report("b", p) for p in (14.0, 15.0, 40.0)])["holds"]  # 15 / 12 = 1.25
+    assert not relative_gate(base, [_report("b", p) for p in (15.1, 15.2, 15.3)])["holds"]
+    short = relative_gate(base, [_report("b", 5.0), _report("b", 5.0, results=99), _report("b", 5.0)])
+    assert short["ratio"] < 1 and not short["all_published"] and not short["holds"]  # a dropped result fails it
+    with pytest.raises(ValueError, match="beds"):
+        relative_gate(base, [_report("b", 10.0, beds=20)])
+
+
+def test_bench_gate_judges_the_committed_default_change():
+    """bedside-v7 became the default on this gate; the saved reports must still say so."""
+    d = Path(__file__).resolve().parent.parent / "docs" / "results" / "bedside-v7"
+    names = lambda m, runs: ",".join(str(d / f"bench120_{i}_{m}.json") for i in runs)  # noqa: E731
+    result = runner.invoke(app, ["bench-gate", "--base-files", names("bedside-v6.6", (1, 3, 5)),
+                                 "--candidate-files", names("bedside-v7", (2, 4, 6))])
+    assert result.exit_code == 0, result.output
+    verdict = json.loads(result.output)
+    assert verdict["holds"] and verdict["base"]["model"] == ["bedside-v6.6"] and verdict["candidate"]["model"] == ["bedside-v7"]
+    assert 1.0 < verdict["ratio"] <= 1.25 and verdict["beds"] == 120
+
+
+def test_bench_gate_benches_both_models_alternately(tiny_model_dir, tmp_path):
+    result = runner.invoke(app, ["bench-gate", "--base", str(tiny_model_dir), "--candidate", str(tiny_model_dir),
+                                 "--pairs", "1", "--beds", "3", "--seconds", "2", "--max-ratio", "100", "--out", str(tmp_path)])
+    assert result.exit_code in (0, 1), result.output
+    verdict = json.loads(result.output.strip().splitlines()[-1])
+    assert len(verdict["base"]["p99_ms"]) == len(verdict["candidate"]["p99_ms"]) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gate.json", f"gate_1_{tiny_model_dir.name}.json",
+                                                          f"gate_2_{tiny_model_dir.name}.json"]
+
+
 def test_serve_exits_cleanly_on_sigterm(tiny_model_dir):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
@@ -371,7 +410,7 @@ def test_serve_exits_cleanly_on_sigterm(tiny_model_dir):
             proc.kill()
 
 
-@pytest.mark.parametrize("args", [["serve"], ["replay"], ["subscribe"], ["record"], ["bench"], ["demo"]])
+@pytest.mark.parametrize("args", [["serve"], ["replay"], ["subscribe"], ["record"], ["bench"], ["bench-gate"], ["demo"]])
 def test_live_commands_have_help(args):
     result = runner.invoke(app, [*args, "--help"])
     assert result.exit_code == 0, result.output
