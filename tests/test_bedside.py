@@ -463,6 +463,25 @@ def test_window_irregularity_tells_fibrillation_from_a_lone_early_beat():
     assert window_irregularity(samples, aami, np.zeros(0, np.int64), np.zeros(0, object), 2000, 400)[0][0] is False
 
 
+def test_fold_scores_pool_each_members_records_by_counts():
+    from trainer.validation import fold_scores
+
+    def rec(s, v):
+        return {"S": s, "V": v}
+
+    row = {"records_beat": {
+        "a": rec({"se": 0.5, "ppv": 1.0, "beats": 2, "intervals": 1}, {"se": 1.0, "ppv": 0.5, "beats": 3, "intervals": 6}),
+        "b": rec({"se": float("nan"), "ppv": 0.0, "beats": 0, "intervals": 2}, {"se": 0.0, "ppv": float("nan"), "beats": 1, "intervals": 0}),
+        "c": rec({"se": None, "ppv": None, "beats": 0, "intervals": 0}, {"se": 0.1, "ppv": 0.05, "beats": 10, "intervals": 20})}}
+    one, two = fold_scores(row, [["a", "b"], ["c"]], seeds=[4, 7])
+    assert one["seed"] == 4 and one["V"]["se"] == 3 / 4 and one["V"]["ppv"] == 3 / 6  # pooled by counts, not averaged
+    assert one["S"]["se"] == 1 / 2 and one["S"]["ppv"] == 1 / 3 and one["S"]["intervals"] == 3
+    assert two["S"]["se"] is None and two["S"]["f1"] is None and two["S"]["ppv"] is None  # no S beat, no S interval
+    assert abs(two["V"]["f1"] - 2 * 0.1 * 0.05 / 0.15) < 1e-12  # the failed member stands out
+    with pytest.raises(ValueError, match="fold 1"):
+        fold_scores(row, [["a"], ["zzz"]])
+
+
 def test_record_changes_counts_records_a_change_helped_or_hurt():
     from trainer.validation import record_changes
 

@@ -305,6 +305,30 @@ def by_record(
     _emit({"files": per_file, "total": total, "command": _command()}, out)
 
 
+@app.command("by-fold")
+def by_fold(
+    file: Path = typer.Option(..., help="A `trainer validate` output of a cross-fitted run."),
+    row: int = typer.Option(0, help="Index of the row in its by_rule list."),
+    run: Path = typer.Option(..., help="The run it scored (its metrics.json names the folds and seeds)."),
+    out: Path | None = typer.Option(None, help="Also write the JSON here."),
+) -> None:
+    """Beat Se / +P of each member on the records it held out: does one member's localisation fail?"""
+    from .validation import fold_scores
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    folds = metrics.get("bedside_config", {}).get("folds")
+    if not folds:
+        raise typer.BadParameter(f"{run} is not a cross-fitted run (no folds in metrics.json)", param_hint="--run")
+    rows = json.loads(file.read_text())["by_rule"]
+    if not 0 <= row < len(rows):
+        raise typer.BadParameter(f"{file} has {len(rows)} rows", param_hint="--row")
+    try:
+        scores = fold_scores(rows[row], folds, metrics.get("seeds"))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--file") from None
+    _emit({"file": str(file), "row": row, "run": str(run), "folds": scores, "command": _command()}, out)
+
+
 @app.command()
 def members(
     run: Path = typer.Option(Path("runs/bedside"), help="A bedside training run (checkpoint.pt) holding an ensemble."),

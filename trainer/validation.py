@@ -71,6 +71,28 @@ def _record_f1(row: dict) -> float | None:
     return _f1(row["se"], row["ppv"] if row["intervals"] else 0.0)
 
 
+def fold_scores(row: dict, folds: list[list[str]], seeds: list[int] | None = None, classes=("S", "V")) -> list[dict]:
+    """Pooled beat Se / +P / F1 of each fold's records in one `trainer validate` row of a cross-fitted run: each fold is
+    scored by the one member that held it out, so this is each member's beat-level localisation. Why: a member whose
+    attention lights the wrong beats keeps good window scores and only shows here."""
+    out = []
+    for k, records in enumerate(folds):
+        rows = [row["records_beat"][r] for r in records if r in row["records_beat"]]
+        if not rows:
+            raise ValueError(f"fold {k} ({', '.join(records)}) has no record in this validate row")
+        fold: dict = {"fold": k, "seed": seeds[k] if seeds else None, "records": list(records)}
+        for c in classes:
+            beats, intervals = sum(r[c]["beats"] for r in rows), sum(r[c]["intervals"] for r in rows)
+            found = sum((r[c]["se"] or 0.0) * r[c]["beats"] for r in rows if r[c]["beats"])
+            right = sum((r[c]["ppv"] or 0.0) * r[c]["intervals"] for r in rows if r[c]["intervals"])
+            se = found / beats if beats else None
+            ppv = right / intervals if intervals else None
+            fold[c] = {"se": se, "ppv": ppv, "f1": _f1(se, ppv or 0.0) if se is not None else None,
+                       "beats": beats, "intervals": intervals}
+        out.append(fold)
+    return out
+
+
 def record_changes(base: dict, new: dict, classes=("S", "V"), tie: float = 1e-9) -> dict:
     """Per class, the records (with beats of the class) whose beat F1 rose, fell or stayed between two `trainer
     validate` rows' `records_beat`: whether a pooled gain is broad or carried by a few records."""
