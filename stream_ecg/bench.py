@@ -277,6 +277,8 @@ def relative_gate(base: list[dict], candidate: list[dict], max_ratio: float = 1.
                 "results": [int(r["realtime"]["results"]) for r in runs], "windows_per_s": [r["windows_per_s"] for r in runs]}
 
     b, c = side(base), side(candidate)
+    if b["median_p99_ms"] <= 0:
+        raise ValueError("the base runs have no latency (median p99 0 ms): nothing was published in real time")
     full = max(b["results"] + c["results"])
     ratio = c["median_p99_ms"] / b["median_p99_ms"]
     all_published = all(n == full for n in b["results"] + c["results"])

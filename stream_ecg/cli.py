@@ -317,7 +317,11 @@ def bench_gate(
         if not (base_files and candidate_files):
             raise typer.BadParameter("--base-files and --candidate-files go together")
         read = lambda names: [json.loads(Path(n).read_text()) for n in names.split(",") if n]  # noqa: E731
-        b_runs, c_runs = read(base_files), read(candidate_files)
+        try:
+            b_runs, c_runs = read(base_files), read(candidate_files)
+        except (OSError, json.JSONDecodeError) as exc:
+            console.print(f"[red]cannot read a bench report:[/] {exc}")
+            raise typer.Exit(2) from None
     else:
         if candidate is None:
             raise typer.BadParameter("--candidate is needed (or --base-files and --candidate-files)")

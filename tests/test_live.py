@@ -370,6 +370,10 @@ def test_bench_gate_judges_the_committed_default_change():
     verdict = json.loads(result.output)
     assert verdict["holds"] and verdict["base"]["model"] == ["bedside-v6.6"] and verdict["candidate"]["model"] == ["bedside-v7"]
     assert 1.0 < verdict["ratio"] <= 1.25 and verdict["beds"] == 120
+    missing = runner.invoke(app, ["bench-gate", "--base-files", str(d / "nowhere.json"), "--candidate-files", str(d / "bench.json")])
+    assert missing.exit_code == 2 and "cannot read" in missing.output
+    mixed = runner.invoke(app, ["bench-gate", "--base-files", names("bedside-v6.6", (1,)), "--candidate-files", str(d / "bench.json")])
+    assert mixed.exit_code == 2 and "differ" in mixed.output  # 120 beds against 200
 
 
 def test_bench_gate_benches_both_models_alternately(tiny_model_dir, tmp_path):
