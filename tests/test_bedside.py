@@ -267,6 +267,29 @@ def test_card_of_a_two_lead_run_names_the_chest_slot():
     assert card.channels == 4 and card.leads.pick(("MLII", "V1")) == ([0, 1], False)
 
 
+def test_member_check_scores_each_member_alone_on_the_records_it_trained_on(tmp_path, tiny_model_dir):
+    import torch
+
+    from stream_ecg.card import load_card
+    from stream_ecg.offline import run_record
+    from trainer.model import JointEnsemble, JointModelConfig
+    from trainer.train import TrainConfig, TrainResult, save_checkpoint
+    from trainer.validation import CheckpointModel, member_training_outputs
+
+    card = load_card(tiny_model_dir)
+    mcfg = JointModelConfig.from_dict(card.model_config)
+    torch.manual_seed(2)
+    ens = JointEnsemble(mcfg, 3).eval()
+    cfg = BedsideConfig(folds=(("208",), ("100",), ("232",)))
+    save_checkpoint(tmp_path / "checkpoint.pt", TrainResult(model=ens), mcfg, TrainConfig(), extra={"bedside": {"bedside_config": cfg.to_dict()}})
+    members = member_training_outputs(tmp_path, card, excerpt_dir())
+    assert [(k, [o.name for o in outs]) for k, outs in members] == [(0, ["100", "232"]), (1, ["208", "232"]), (2, ["208", "100"])]
+    out = members[2][1][1]  # member 2 alone on 100, which it trained on
+    own = run_record(CheckpointModel(card, ens.members[2]), load_record("100", excerpt_dir())).probs
+    np.testing.assert_allclose(out.probs, own, atol=1e-6)
+    assert not np.allclose(out.probs, run_record(CheckpointModel(card, ens.members[1]), load_record("100", excerpt_dir())).probs, atol=1e-3)
+
+
 def _cross_fitted_run(folder, mcfg, cfg: BedsideConfig, seed: int, meta: dict | None = None):
     """An untrained cross-fitted run (one member per fold) saved as `trainer train --folds` saves one; returns its ensemble."""
     import torch

@@ -305,6 +305,53 @@ def by_record(
     _emit({"files": per_file, "total": total, "command": _command()}, out)
 
 
+@app.command("member-check")
+def member_check(
+    run: Path = typer.Option(..., help="A cross-fitted bedside run (trainer train --folds)."),
+    data: Path | None = typer.Option(None, help="MIT-BIH directory."),
+    rule: str = typer.Option("{}", help="JSON overrides of the run's interval rule."),
+    thresholds: str = typer.Option("{}", help="JSON overrides of the run's class thresholds."),
+    out: Path | None = typer.Option(None, help="Also write the JSON here."),
+) -> None:
+    """Each member alone on the DS1 records it trained on: beat Se / +P per class (does its attention light the
+    ectopic beats?), leaving its held-out fold unspent."""
+    import dataclasses
+
+    from stream_ecg.card import ModelCard
+    from stream_ecg.evaluation import score_records
+
+    from .bedside import BedsideConfig
+    from .ship import card_from_run
+    from .train import load_checkpoint
+    from .validation import member_training_outputs
+
+    ckpt = load_checkpoint(run / "checkpoint.pt")[1]
+    cfg = BedsideConfig.from_dict(ckpt["bedside"]["bedside_config"])
+    card = ModelCard.from_dict({**card_from_run(ckpt, "run", "0", ""), "files": {}})
+    card = dataclasses.replace(card, thresholds={**card.thresholds, **json.loads(thresholds)},
+                               interval_rule=dataclasses.replace(card.interval_rule, **json.loads(rule)))
+    seeds = json.loads((run / "metrics.json").read_text()).get("seeds") if (run / "metrics.json").exists() else None
+    try:
+        members = member_training_outputs(run, card, data)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--run") from None
+    rows = []
+    for k, outputs in members:
+        ev = score_records(outputs, card, cfg.margin)
+        rows.append({"member": k, "seed": seeds[k] if seeds and len(seeds) == len(members) else None,
+                     "records": [o.name for o in outputs],
+                     "beat": {c: {**ev["beat"][c], "f1": _f1_or_none(ev["beat"][c])} for c in card.abnormal}})
+    _emit({"run": str(run), "thresholds": card.thresholds, "interval_rule": card.interval_rule.to_dict(),
+           "members": rows, "command": _command()}, out)
+
+
+def _f1_or_none(b: dict) -> float | None:
+    se, ppv = b.get("se"), b.get("ppv")
+    if se is None or ppv is None or se != se or ppv != ppv or se + ppv == 0:
+        return None
+    return 2 * se * ppv / (se + ppv)
+
+
 @app.command("by-fold")
 def by_fold(
     file: Path = typer.Option(..., help="A `trainer validate` output of a cross-fitted run."),

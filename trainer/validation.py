@@ -64,6 +64,22 @@ def held_out_outputs(run: Path, card: ModelCard, data_dir=None, cache: dict | No
     return outputs
 
 
+def member_training_outputs(run: Path, card: ModelCard, data_dir=None) -> list[tuple[int, list[RecordOutput]]]:
+    """Each member of a cross-fitted run alone, with `card`'s rules, on the DS1 records it trained on (every fold but
+    its own). Why: a member whose attention lights the wrong beats may show it on its own training records, where the
+    window labels it was fit to say nothing about which beat is ectopic; a check there leaves the held-out folds unspent."""
+    model, ckpt = load_checkpoint(Path(run) / "checkpoint.pt")
+    cfg = BedsideConfig.from_dict(ckpt["bedside"]["bedside_config"])
+    if not cfg.folds:
+        raise ValueError(f"{run} is not a cross-fitted run (trainer train --folds)")
+    out = []
+    for k, (net, held_out) in enumerate(fold_networks(model, cfg)):
+        runner = with_fusion(CheckpointModel(card, net))
+        trained_on = [r for fold in cfg.folds for r in fold if r not in held_out]
+        out.append((k, [run_record(runner, load_record(r, data_dir)) for r in trained_on]))
+    return out
+
+
 def _record_f1(row: dict) -> float | None:
     """Beat F1 of one record and class from `records_beat` (se, ppv, beats, intervals); None without beats of the class."""
     if not row["beats"]:
