@@ -215,20 +215,16 @@ def validate(
     run): model and rule choice without touching DS2."""
     import dataclasses
 
-    from stream_ecg.card import ModelCard, load_card
+    from stream_ecg.card import load_card
     from stream_ecg.evaluation import score_records
 
     from .bedside import BedsideConfig
-    from .ship import card_from_run
     from .train import load_checkpoint
     from .validation import held_out_outputs
 
     ckpt = load_checkpoint(run / "checkpoint.pt")[1]
     margin = BedsideConfig.from_dict(ckpt["bedside"]["bedside_config"]).margin  # the run's, as its targets were cut
-    if model_dir is not None:
-        card = load_card(model_dir)
-    else:
-        card = ModelCard.from_dict({**card_from_run(ckpt, "run", "0", ""), "files": {}})
+    card = load_card(model_dir) if model_dir is not None else _run_card(ckpt)
     grid = json.loads(thresholds)
     rows, names, cache = [], [], {}
     for override in grid if isinstance(grid, list) else [grid]:
@@ -317,39 +313,46 @@ def member_check(
     ectopic beats?), leaving its held-out fold unspent."""
     import dataclasses
 
-    from stream_ecg.card import ModelCard
     from stream_ecg.evaluation import score_records
 
     from .bedside import BedsideConfig
-    from .ship import card_from_run
     from .train import load_checkpoint
-    from .validation import member_training_outputs
+    from .validation import _record_f1, member_training_outputs
 
     ckpt = load_checkpoint(run / "checkpoint.pt")[1]
     cfg = BedsideConfig.from_dict(ckpt["bedside"]["bedside_config"])
-    card = ModelCard.from_dict({**card_from_run(ckpt, "run", "0", ""), "files": {}})
+    card = _run_card(ckpt)
     card = dataclasses.replace(card, thresholds={**card.thresholds, **json.loads(thresholds)},
                                interval_rule=dataclasses.replace(card.interval_rule, **json.loads(rule)))
-    seeds = json.loads((run / "metrics.json").read_text()).get("seeds") if (run / "metrics.json").exists() else None
     try:
         members = member_training_outputs(run, card, data)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--run") from None
+    seeds = _member_seeds(run, len(members))
     rows = []
     for k, outputs in members:
         ev = score_records(outputs, card, cfg.margin)
-        rows.append({"member": k, "seed": seeds[k] if seeds and len(seeds) == len(members) else None,
-                     "records": [o.name for o in outputs],
-                     "beat": {c: {**ev["beat"][c], "f1": _f1_or_none(ev["beat"][c])} for c in card.abnormal}})
+        rows.append({"member": k, "seed": seeds[k] if seeds else None, "records": [o.name for o in outputs],
+                     "beat": {c: {**ev["beat"][c], "f1": _record_f1(ev["beat"][c])} for c in card.abnormal}})
     _emit({"run": str(run), "thresholds": card.thresholds, "interval_rule": card.interval_rule.to_dict(),
            "members": rows, "command": _command()}, out)
 
 
-def _f1_or_none(b: dict) -> float | None:
-    se, ppv = b.get("se"), b.get("ppv")
-    if se is None or ppv is None or se != se or ppv != ppv or se + ppv == 0:
-        return None
-    return 2 * se * ppv / (se + ppv)
+def _run_card(ckpt: dict):
+    """A training run's own card (thresholds, rules, DSP), as `trainer export` would write it, without files."""
+    from stream_ecg.card import ModelCard
+
+    from .ship import card_from_run
+
+    return ModelCard.from_dict({**card_from_run(ckpt, "run", "0", ""), "files": {}})
+
+
+def _member_seeds(run: Path, n: int) -> list | None:
+    """The seeds of a run's n fold networks from its metrics.json, or None where they do not map one to one (a combined
+    run averages several seeds per fold)."""
+    metrics = run / "metrics.json"
+    seeds = json.loads(metrics.read_text()).get("seeds") if metrics.exists() else None
+    return seeds if seeds and len(seeds) == n else None
 
 
 @app.command("by-fold")
@@ -370,7 +373,7 @@ def by_fold(
     if not 0 <= row < len(rows):
         raise typer.BadParameter(f"{file} has {len(rows)} rows", param_hint="--row")
     try:
-        scores = fold_scores(rows[row], folds, metrics.get("seeds"))
+        scores = fold_scores(rows[row], folds, _member_seeds(run, len(folds)))
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--file") from None
     _emit({"file": str(file), "row": row, "run": str(run), "folds": scores, "command": _command()}, out)
