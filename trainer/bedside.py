@@ -233,7 +233,7 @@ def train_bedside(cfg: BedsideConfig, train_cfg, out: Path, data_dir=None, epoch
     import torch
 
     from .model import JointEnsemble, JointModelConfig
-    from .train import MultiLabelObjective, TrainResult, load_checkpoint, predict_logits, save_checkpoint, train_model
+    from .train import TrainResult, load_checkpoint, predict_logits, save_checkpoint
 
     teachers = None
     if teacher is not None:
@@ -259,14 +259,9 @@ def train_bedside(cfg: BedsideConfig, train_cfg, out: Path, data_dir=None, epoch
     ds1 = ds1_windows(cfg, data_dir)
     members, held = [], []
     for k, seed in enumerate(seeds):
-        train, val = split(ds1, folds[k % len(folds)], cfg.hop)
-        members.append(train_model(
-            mcfg, dataclasses.replace(train_cfg, seed=seed), (train.x, train.y), (val.x, val.y),
-            augment=functools.partial(augment, leads=len(cfg.leads), eps=cfg.dsp.norm_eps, missing_p=cfg.missing_p,
-                                      lead_dropout=cfg.lead_dropout), desc=f"bedside seed {seed}",
-            objective=MultiLabelObjective(train.y, train.w, val.y, val.w), sample_p=balanced_p(train.y), epoch_size=epoch_size,
-            teacher=teachers[k % len(teachers)] if teachers else None, distill=distill,
-        ))
+        member, val = train_member(cfg, train_cfg, mcfg, ds1, folds[k % len(folds)], seed, epoch_size,
+                                   teacher=teachers[k % len(teachers)] if teachers else None, distill=distill)
+        members.append(member)
         held.append(val)
     if len(members) == 1:
         result = members[0]
@@ -308,10 +303,29 @@ def train_bedside(cfg: BedsideConfig, train_cfg, out: Path, data_dir=None, epoch
         "train_seconds": result.seconds,
         "best_epoch": result.best_epoch,
         "seeds": list(seeds),
+        "epoch_size": epoch_size,
         **({"teacher": str(teacher), "distill": distill} if teacher is not None else {}),
     }
     save_checkpoint(out / "checkpoint.pt", result, mcfg, train_cfg, extra={"bedside": meta})
     return {**meta, "history": result.history}
+
+
+def train_member(cfg: BedsideConfig, train_cfg, mcfg, ds1: WindowSet, held_out: tuple[str, ...], seed: int,
+                 epoch_size: int, teacher=None, distill: float = 0.5):
+    """One member trained on DS1 without the `held_out` records (validated on them); returns (TrainResult, validation
+    windows). Seeded and deterministic on CPU, so `trainer guard` can retrain one member of a run exactly as
+    `trainer train` trained it."""
+    from .train import MultiLabelObjective, train_model
+
+    train, val = split(ds1, held_out, cfg.hop)
+    result = train_model(
+        mcfg, dataclasses.replace(train_cfg, seed=seed), (train.x, train.y), (val.x, val.y),
+        augment=functools.partial(augment, leads=len(cfg.leads), eps=cfg.dsp.norm_eps, missing_p=cfg.missing_p,
+                                  lead_dropout=cfg.lead_dropout), desc=f"bedside seed {seed}",
+        objective=MultiLabelObjective(train.y, train.w, val.y, val.w), sample_p=balanced_p(train.y), epoch_size=epoch_size,
+        teacher=teacher, distill=distill,
+    )
+    return result, val
 
 
 def known_scores(ws: WindowSet, logits: np.ndarray, j: int) -> tuple[np.ndarray, np.ndarray]:

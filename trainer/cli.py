@@ -338,6 +338,43 @@ def member_check(
            "members": rows, "command": _command()}, out)
 
 
+@app.command()
+def guard(
+    run: Path = typer.Option(..., help="A cross-fitted bedside run (trainer train --folds, fused or not)."),
+    out: Path = typer.Option(..., help="Folder for the guarded run (checkpoint.pt, metrics.json)."),
+    data: Path | None = typer.Option(None, help="MIT-BIH directory."),
+    rule: str = typer.Option("{}", help="JSON overrides of the run's interval rule for the check."),
+    thresholds: str = typer.Option("{}", help="JSON overrides of the run's class thresholds for the check."),
+    cls: str = typer.Option("V", help="The class whose beat F1 on a member's training records decides."),
+    min_f1: float = typer.Option(0.6, help="Members below this are retrained."),
+    seed_step: int = typer.Option(100, help="Retries use seed + step, + 2 step, ..."),
+    tries: int = typer.Option(3, min=1, help="Retrainings per failing member at most; the best on its training records is kept."),
+    scores: Path | None = typer.Option(None, help="A saved `trainer member-check` of this run under the same thresholds and "
+                                        "rule, instead of checking its members again."),
+) -> None:
+    """Retrain, with the next seeds, each member whose beat F1 on its own training records is below --min-f1 (its
+    attention lights the wrong beats); keep the others bit for bit and choose the thresholds again out of fold."""
+    import dataclasses
+
+    from .bedside import BedsideConfig
+    from .guard import GuardConfig, guard_run, scores_from_file
+    from .train import load_checkpoint
+
+    ckpt = load_checkpoint(run / "checkpoint.pt")[1]
+    if not BedsideConfig.from_dict(ckpt["bedside"]["bedside_config"]).folds:
+        raise typer.BadParameter(f"{run} is not a cross-fitted run (trainer train --folds)", param_hint="--run")
+    card = _run_card(ckpt)
+    card = dataclasses.replace(card, thresholds={**card.thresholds, **json.loads(thresholds)},
+                               interval_rule=dataclasses.replace(card.interval_rule, **json.loads(rule)))
+    try:
+        cfg = GuardConfig(cls=cls, min_f1=min_f1, seed_step=seed_step, tries=tries)
+        known = scores_from_file(scores, run, card, cls) if scores is not None else None
+        report = guard_run(run, out, card, cfg, data, known, _command())
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    _emit(report, None)
+
+
 def _run_card(ckpt: dict):
     """A training run's own card (thresholds, rules, DSP), as `trainer export` would write it, without files."""
     from stream_ecg.card import ModelCard

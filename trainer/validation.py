@@ -72,12 +72,14 @@ def member_training_outputs(run: Path, card: ModelCard, data_dir=None) -> list[t
     cfg = BedsideConfig.from_dict(ckpt["bedside"]["bedside_config"])
     if not cfg.folds:
         raise ValueError(f"{run} is not a cross-fitted run (trainer train --folds)")
-    out = []
-    for k, (net, held_out) in enumerate(fold_networks(model, cfg)):
-        runner = with_fusion(CheckpointModel(card, net))
-        trained_on = [r for fold in cfg.folds for r in fold if r not in held_out]
-        out.append((k, [run_record(runner, load_record(r, data_dir)) for r in trained_on]))
-    return out
+    return [(k, training_outputs(net, cfg, held_out, card, data_dir)) for k, (net, held_out) in enumerate(fold_networks(model, cfg))]
+
+
+def training_outputs(net, cfg: BedsideConfig, held_out: tuple[str, ...], card: ModelCard, data_dir=None) -> list[RecordOutput]:
+    """One network alone, with `card`'s rules, on the DS1 records of every fold but the one it held out."""
+    runner = with_fusion(CheckpointModel(card, net))
+    trained_on = [r for fold in cfg.folds for r in fold if r not in held_out]
+    return [run_record(runner, load_record(r, data_dir)) for r in trained_on]
 
 
 def _record_f1(row: dict) -> float | None:
