@@ -404,6 +404,21 @@ def test_combined_seed_sets_score_each_record_with_the_mean_of_the_members_that_
                     extra={"bedside": {"bedside_config": other.to_dict(), "seeds": [0, 1], "best_epoch": [1, 1], "train_seconds": 1.0}})
     with pytest.raises(ValueError, match="another recipe"):
         combine_runs([tmp_path / "r1", tmp_path / "r3"], tmp_path / "bad", "", excerpt_dir())
+    # fused runs combine when fused alike, and the whole keeps the fusion its thresholds were chosen with
+    from trainer.bedside import fuse_run, pooled_thresholds
+
+    for seed in (1, 2):
+        fuse_run(tmp_path / f"r{seed}", 5.0, tmp_path / f"f{seed}", "", excerpt_dir())
+    combine_runs([tmp_path / "f1", tmp_path / "f2"], tmp_path / "fboth", "", excerpt_dir())
+    fused = load_checkpoint(tmp_path / "fboth" / "checkpoint.pt")[1]["bedside"]
+    assert fused["fusion"] == {"S": 5.0} and "fused_from" not in fused
+    want, _ = pooled_thresholds(held_out([tmp_path / "both" / "checkpoint.pt"], excerpt_dir()), {"S": 5.0})
+    assert fused["thresholds"] == want
+    fuse_run(tmp_path / "r2", 6.0, tmp_path / "f6", "", excerpt_dir())
+    with pytest.raises(ValueError, match="fuses rhythm otherwise"):
+        combine_runs([tmp_path / "f1", tmp_path / "f6"], tmp_path / "bad", "", excerpt_dir())
+    with pytest.raises(ValueError, match="fuses rhythm otherwise"):
+        combine_runs([tmp_path / "r1", tmp_path / "f2"], tmp_path / "bad", "", excerpt_dir())
 
 
 def test_a_cross_fitted_student_member_learns_only_from_teachers_that_never_saw_its_fold(tmp_path, fused_model_dir, monkeypatch):

@@ -578,10 +578,16 @@ def fuse_run(run: Path, weight: float, out: Path, command: str = "", data_dir=No
     return report
 
 
+def _fusion_of(meta: dict) -> tuple[dict | None, str]:
+    """A run's rhythm fusion and its prematurity reference (None, "median" for an unfused run)."""
+    return meta.get("fusion"), meta.get("prematurity_reference", "median") if meta.get("fusion") else "median"
+
+
 def combine_runs(runs: list[Path], out: Path, command: str = "", data_dir=None) -> dict:
     """One cross-fitted run from several trained with the same recipe on other seed sets: all their members
     averaged (run after run, so member i holds out fold i mod folds), thresholds chosen again by max F1 on the
-    pooled out-of-fold scores, where each record is scored by the average of the members that held it out."""
+    pooled out-of-fold scores, where each record is scored by the average of the members that held it out. Fused
+    runs combine when all fuse alike (weight and reference), and the whole keeps their fusion."""
     import json
 
     import torch
@@ -600,11 +606,13 @@ def combine_runs(runs: list[Path], out: Path, command: str = "", data_dir=None) 
         if ck["bedside"]["bedside_config"] != first["bedside"]["bedside_config"] or ck["model_config"] != first["model_config"]:
             raise ValueError(f"{r} was trained with another recipe than {runs[0]} (bedside or model config differ); "
                              "only seed sets of one recipe can be combined")
-        if "fusion" in ck["bedside"]:
-            raise ValueError(f"{r} is a fused run; combine the runs trainer train wrote, then fuse the result")
+        if _fusion_of(ck["bedside"]) != _fusion_of(first["bedside"]):
+            raise ValueError(f"{r} fuses rhythm otherwise than {runs[0]}; combine runs fused alike (or none fused)")
     ensemble = JointEnsemble.of(loaded[0][0].cfg, [m for model, _ in loaded for m in model.members])
     metas = [ck["bedside"] for _, ck in loaded]
-    meta = {**metas[0], "seeds": [s for m in metas for s in m["seeds"]], "train_seconds": sum(m["train_seconds"] for m in metas),
+    fusion, reference = _fusion_of(first["bedside"])
+    per_run = ("guard", "guarded_from", "guarded_by", "fused_from", "fused_by")  # one run's provenance, not the whole's
+    meta = {**{k: v for k, v in metas[0].items() if k not in per_run}, "seeds": [s for m in metas for s in m["seeds"]], "train_seconds": sum(m["train_seconds"] for m in metas),
             "best_epoch": [e for m in metas for e in m["best_epoch"]], "combined_from": [str(r) for r in runs],
             "combined_by": command,
             "validation": "out-of-fold (each record scored by the mean of the members, one per run, that held it out)"}
@@ -612,7 +620,7 @@ def combine_runs(runs: list[Path], out: Path, command: str = "", data_dir=None) 
             "history": [ck["history"] for _, ck in loaded], "best_epoch": meta["best_epoch"], "bedside": meta}
     ensure_dir(out)
     torch.save(ckpt, out / "checkpoint.pt")
-    thresholds, val_metrics = pooled_thresholds(held_out([out / "checkpoint.pt"], data_dir))
+    thresholds, val_metrics = pooled_thresholds(held_out([out / "checkpoint.pt"], data_dir, reference), fusion)
     meta = {**meta, "thresholds": thresholds, "val_metrics": val_metrics}
     torch.save({**ckpt, "bedside": meta}, out / "checkpoint.pt")
     commands = [json.loads((Path(r) / "metrics.json").read_text()).get("command", "") if (Path(r) / "metrics.json").exists() else ""
