@@ -507,8 +507,10 @@ def unpack(
 
 @app.command()
 def combine(
-    runs: str = typer.Option(..., help="Comma-separated cross-fitted runs (trainer train --folds) of one recipe on other seed sets."),
-    out: Path = typer.Option(..., help="Folder for the combined run (checkpoint.pt, metrics.json), ready for `trainer fuse`."),
+    runs: str = typer.Option(..., help="Comma-separated cross-fitted runs (trainer train --folds) of one recipe on other seed sets, "
+                      "none fused or all fused alike."),
+    out: Path = typer.Option(..., help="Folder for the combined run (checkpoint.pt, metrics.json): fused as its runs are, "
+                             "else ready for `trainer fuse`."),
     data: Path | None = typer.Option(None, help="MIT-BIH directory."),
 ) -> None:
     """Average the members of several seed sets into one cross-fitted run; thresholds out-of-fold on DS1."""
