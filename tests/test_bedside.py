@@ -533,3 +533,22 @@ def test_record_changes_counts_records_a_change_helped_or_hurt():
     out = record_changes(base, new)
     assert out["V"]["records_up"] == ["a"] and out["V"]["records_down"] == ["b"]  # b lost its one interval: F1 0
     assert out["S"] == {"up": 0, "down": 0, "same": 1, "records_up": [], "records_down": []}  # b has no S beat: left out
+
+
+def test_beat_summary_gives_the_mean_beat_f1_the_rules_compare():
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from trainer.cli import app
+    from trainer.validation import beat_summary
+
+    row = {"thresholds": {"V": 0.5}, "beat": {"S": {"se": 0.5, "ppv": 0.5}, "V": {"se": 1.0, "ppv": 0.5}}}
+    got = beat_summary(row)
+    assert got["beat"]["V"]["f1"] == pytest.approx(2 / 3) and got["mean_beat_f1"] == pytest.approx((0.5 + 2 / 3) / 2)
+    assert beat_summary({**row, "beat": {**row["beat"], "S": {"se": 0.0, "ppv": 0.0}}})["beat"]["S"]["f1"] == 0.0
+    # the committed V-threshold grid of bedside-v7's run reads as docs/results_notes.md quotes it (0.5219 at V 0.65)
+    f = Path(__file__).parents[1] / "docs/results/validate_v_threshold_stretch_4567.json"
+    result = CliRunner().invoke(app, ["summary", "--files", str(f)])
+    assert result.exit_code == 0, result.output
+    assert round(json.loads(result.output)["files"][str(f)][1]["mean_beat_f1"], 4) == 0.5219

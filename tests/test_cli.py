@@ -19,7 +19,7 @@ def test_every_stream_ecg_command_has_help(args):
     assert "Usage" in result.output
 
 
-@pytest.mark.parametrize("args", [[], ["train"], ["experiment"], ["experiment", "paper"], ["validate"], ["recard"], ["by-fold"], ["member-check"], ["guard"]])
+@pytest.mark.parametrize("args", [[], ["train"], ["experiment"], ["experiment", "paper"], ["validate"], ["recard"], ["by-fold"], ["member-check"], ["guard"], ["summary"]])
 def test_every_trainer_command_has_help(args):
     result = runner.invoke(trainer_app, [*args, "--help"])
     assert result.exit_code == 0, result.output

@@ -301,6 +301,18 @@ def by_record(
     _emit({"files": per_file, "total": total, "command": _command()}, out)
 
 
+@app.command()
+def summary(
+    files: str = typer.Option(..., help="Comma-separated `trainer validate` outputs."),
+    out: Path | None = typer.Option(None, help="Also write the JSON here."),
+) -> None:
+    """Each row's pooled beat Se / +P / F1 per class and mean beat F1 (S, V): the figure the DS1 rules compare."""
+    from .validation import beat_summary
+
+    rows = {f: [beat_summary(r) for r in json.loads(Path(f).read_text())["by_rule"]] for f in files.split(",") if f}
+    _emit({"files": rows, "command": _command()}, out)
+
+
 @app.command("member-check")
 def member_check(
     run: Path = typer.Option(..., help="A cross-fitted bedside run (trainer train --folds)."),

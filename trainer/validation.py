@@ -124,3 +124,11 @@ def record_changes(base: dict, new: dict, classes=("S", "V"), tie: float = 1e-9)
             (up if fn > fb + tie else down if fn < fb - tie else same).append(rec)
         out[c] = {"up": len(up), "down": len(down), "same": len(same), "records_up": up, "records_down": down}
     return out
+
+
+def beat_summary(row: dict, classes=("S", "V")) -> dict:
+    """One `trainer validate` row in the numbers the rules in docs/results_notes.md compare: pooled beat Se / +P / F1
+    per class and their mean over `classes` (mean beat F1)."""
+    per = {c: {"se": row["beat"][c]["se"], "ppv": row["beat"][c]["ppv"], "f1": _f1(row["beat"][c]["se"], row["beat"][c]["ppv"])}
+           for c in classes}
+    return {"thresholds": row["thresholds"], "beat": per, "mean_beat_f1": float(np.mean([per[c]["f1"] for c in classes]))}
