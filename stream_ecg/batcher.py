@@ -98,12 +98,27 @@ class MicroBatcher:
             return not self._q and not self._busy
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Finish every queued window, then end the thread."""
+        """Finish the queued windows for up to `timeout` s, then end the thread. Windows still queued then (a backlog
+        the model cannot clear in time) are dropped, counted as "shutdown" and logged, and the thread ends after its
+        batch in flight: a thread left running inference past the process's exit aborts it."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
+        if not self._thread.is_alive():
+            return
+        self._thread.join(timeout)
+        if not self._thread.is_alive():
+            return
+        with self._cond:
+            left = len(self._q)
+            self._q.clear()
+        if left:
+            log.warning("stopping: %d queued windows not inferred within %.0f s; dropped", left, timeout)
+            if self.on_drop is not None:
+                self.on_drop("shutdown", left)
+        self._thread.join(timeout)
         if self._thread.is_alive():
-            self._thread.join(timeout)
+            log.error("stopping: the inference thread is still in a model call after %.0f s more", timeout)
 
     def _take(self) -> list[_Job] | None:
         with self._cond:

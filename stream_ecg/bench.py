@@ -142,7 +142,7 @@ def _bench_backend(model_dir: Path, backend: str, s: BenchSettings) -> dict:
         rss = max(rss, rss_mb())
     finally:
         worker.stop()
-        thread.join(30)
+        thread.join(120)  # the worker's own stop is bounded (MicroBatcher.stop): a backlog past 30 s is dropped and counted
     per_bed = card.fs / card.hop
     return {
         "backend": backend,
