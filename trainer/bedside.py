@@ -625,8 +625,9 @@ def combine_runs(runs: list[Path], out: Path, command: str = "", data_dir=None) 
     torch.save({**ckpt, "bedside": meta}, out / "checkpoint.pt")
     commands = [json.loads((Path(r) / "metrics.json").read_text()).get("command", "") if (Path(r) / "metrics.json").exists() else ""
                 for r in runs]
+    steps = [[m[k] for k in ("fused_by", "guarded_by") if m.get(k)] for m in metas]  # what each run went through after training
     report = {k: meta[k] for k in ("thresholds", "val_metrics", "seeds", "train_seconds", "combined_from", "combined_by")}
-    (out / "metrics.json").write_text(json.dumps({**report, "trained_by": commands, "command": command}, indent=2, default=float))
+    (out / "metrics.json").write_text(json.dumps({**report, "trained_by": commands, "then_by": steps, "command": command}, indent=2, default=float))
     return report
 
 

@@ -198,6 +198,9 @@ def card_from_run(ckpt: dict, name: str, version: str, command: str) -> dict:
                if meta.get("teacher") else {}),
             "command": command,
             **({"fused_by": meta["fused_by"]} if meta.get("fused_by") else {}),
+            **({"guarded_by": meta["guarded_by"],
+                "guard": [{k: m[k] for k in ("member", "seed", "f1", "kept_seed")} for m in meta["guard"]["members"]]}
+               if meta.get("guarded_by") else {}),
         },
         "intended_use": INTENDED_USE.format(leads="two-lead (MLII-like plus one chest lead)" if "chest" in leads.leads else "single-lead (MLII-like)"),
         "limits": LIMITS + (CHEST_LIMITS.format(names=", ".join(leads.aliases["chest"])) if "chest" in leads.leads else ONE_LEAD_LIMITS) + (CONTEXT_LIMITS if cfg["dsp"].get("rhythm_context") else ""),
@@ -243,6 +246,7 @@ def ship(run: Path, out: Path, name: str, version: str, command: str, data_dir=N
     card = card_from_run(ckpt, name, version, metrics.get("command", ""))
     if metrics.get("trained_by"):  # a combined run (trainer combine): its command joins the runs these trained
         card["training"]["trained_by"] = list(metrics["trained_by"])
+        card["training"]["then_by"] = [list(v) for v in metrics.get("then_by", [[] for _ in metrics["trained_by"]])]
     card["export_command"] = command
     _with_rule(card, rule)
     card = write_model_folder(Deployable(model, "multilabel"), out, card, check_windows(cfg))
@@ -377,10 +381,12 @@ def model_readme(card: dict) -> str:
         lines += ["## Latency per window (ms, one CPU thread)", "", *[f"- {k}: {v:.3f}" for k, v in card["latency_ms"].items()], ""]
     lines += [
         "## Reproduce",
-        *([f"- train: `{c}`" for c in trained_by]),
+        *([line for i, c in enumerate(trained_by) for line in
+           [f"- train: `{c}`", *[f"  - then: `{t}`" for t in card["training"].get("then_by", [[]] * len(trained_by))[i]]]]),
         f"- {'combine' if trained_by else 'train'}: `{card['training']['command']}` "
         f"({card['training']['train_seconds']:.0f} s{' of training in all' if trained_by else ''} on 2 cores)",
         *([f"- rhythm fusion and thresholds: `{card['training']['fused_by']}`"] if card["training"].get("fused_by") else []),
+        *([f"- members retrained by the guard: `{card['training']['guarded_by']}`"] if card["training"].get("guarded_by") else []),
         f"- export + evaluate: `{card.get('export_command', '')}`",
         "",
         "## Limits",
