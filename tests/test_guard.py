@@ -155,3 +155,20 @@ def test_trainer_guard_command_copies_a_run_whose_members_all_pass(tiny_run, tmp
 def _flat(text: str) -> str:
     """A CLI error as one line: typer's box wraps long messages and frames each line."""
     return " ".join(w for w in text.split() if w not in "│╭╮╰╯─")
+
+
+def test_a_model_readme_lists_each_seed_sets_steps_after_training():
+    from pathlib import Path
+
+    from trainer.ship import model_readme
+
+    card = json.loads((Path(__file__).parents[1] / "edge_models/bedside-v7/card.json").read_text())
+    card["training"] = {**card["training"], "trained_by": ["trainer train A", "trainer train B"],
+                        "then_by": [["trainer fuse A", "trainer guard A"], []], "command": "trainer combine A,B"}
+    text = model_readme(card)
+    lines = [line for line in text.split("## Reproduce")[1].splitlines() if "`trainer " in line]
+    assert lines[:4] == ["- train: `trainer train A`", "  - then: `trainer fuse A`", "  - then: `trainer guard A`",
+                         "- train: `trainer train B`"]
+    assert lines[4].startswith("- combine: `trainer combine A,B`")
+    card["training"] = {**card["training"], "trained_by": [], "guarded_by": "trainer guard X"}
+    assert "- members retrained by the guard: `trainer guard X`" in model_readme(card)
