@@ -77,3 +77,9 @@ def test_recorded_trainer_command_can_be_pasted_back(monkeypatch):
     argv = ["trainer", "train", "--model", '{"bypass": 2, "attended_tail": 1}', "--seeds", "4,5"]
     monkeypatch.setattr(sys, "argv", argv)
     assert shlex.split(_command()) == argv
+
+
+def test_export_names_its_output_explicitly():
+    """A bare `trainer export` once defaulted to a shipped model's folder and name; now it refuses to guess."""
+    result = runner.invoke(trainer_app, ["export", "--run", "runs/none"])
+    assert result.exit_code == 2 and "--out" in result.output

@@ -135,9 +135,9 @@ def _scatter(maps: np.ndarray, idx: np.ndarray, ds) -> np.ndarray:
 @app.command()
 def export(
     run: Path = typer.Option(Path("runs/bedside"), help="Training run folder (checkpoint.pt, metrics.json)."),
-    out: Path = typer.Option(Path("edge_models/bedside-v6"), help="Model folder to write."),
-    name: str = typer.Option("bedside-v6"),
-    version: str = typer.Option("6.0.0"),
+    out: Path = typer.Option(..., help="Model folder to write (no default: a shipped model's folder must not be overwritten by accident)."),
+    name: str = typer.Option(..., help="The model's name in its card, e.g. bedside-v9."),
+    version: str = typer.Option(..., help="The model's version in its card, e.g. 9.0.0."),
     data: Path | None = typer.Option(None, help="MIT-BIH directory for the DS2 evaluation."),
     evaluate: bool = typer.Option(True, help="Evaluate on DS2 and put the metrics in the card."),
     make_default: bool = typer.Option(True, help="Write edge_models/DEFAULT naming this model."),
