@@ -1,5 +1,6 @@
 """The console commands: every command answers --help, and the demo runs on the bundled excerpt."""
 
+import json
 import subprocess
 import sys
 
@@ -83,3 +84,15 @@ def test_export_names_its_output_explicitly():
     """A bare `trainer export` once defaulted to a shipped model's folder and name; now it refuses to guess."""
     result = runner.invoke(trainer_app, ["export", "--run", "runs/none"])
     assert result.exit_code == 2 and "--out" in result.output
+
+
+def test_by_record_refuses_a_row_a_file_lacks(tmp_path):
+    from pathlib import Path
+
+    one = Path(__file__).parents[1] / "docs/results/validate_guard_4567.json"  # one row
+    grid = Path(__file__).parents[1] / "docs/results/validate_v_threshold_stretch_4567.json"  # five rows
+    ok = runner.invoke(trainer_app, ["by-record", "--files", str(grid), "--new-files", str(one), "--base", "1", "--new", "0"])
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.output)["total"]["V"] == {"up": 0, "down": 0, "same": 17}  # the guard left set 4-7 as it was
+    bad = runner.invoke(trainer_app, ["by-record", "--files", str(one), "--new-files", str(one), "--base", "1", "--new", "0"])
+    assert bad.exit_code == 2 and "row 1 does not exist" in " ".join(bad.output.split())

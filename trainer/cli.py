@@ -296,6 +296,9 @@ def by_record(
     per_file = {}
     for f, g in zip(bases, news):
         rows, changed = json.loads(Path(f).read_text())["by_rule"], json.loads(Path(g).read_text())["by_rule"]
+        for name, file, have, want in (("--base", f, rows, base), ("--new", g, changed, new)):
+            if not 0 <= want < len(have):
+                raise typer.BadParameter(f"{file} has {len(have)} rows; row {want} does not exist", param_hint=name)
         per_file[f if f == g else f"{f} -> {g}"] = record_changes(rows[base], changed[new])
     total = {c: {k: sum(v[c][k] for v in per_file.values()) for k in ("up", "down", "same")} for c in ("S", "V")}
     _emit({"files": per_file, "total": total, "command": _command()}, out)
