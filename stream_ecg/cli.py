@@ -79,6 +79,8 @@ def serve(
     idle_s: float = typer.Option(60.0, min=1.0, help="Drop a stream's state after this long without chunks."),
     threads: int = typer.Option(1, min=1, help="Intra-op threads of the model (the socket loop needs its own core)."),
     max_queue: int = typer.Option(2048, min=1, help="Windows waiting for inference before the oldest are dropped."),
+    stop_timeout_s: float = typer.Option(30.0, min=0.0, help="On SIGTERM/SIGINT, how long queued windows may still be "
+                                         "inferred and published; the rest are dropped and counted (reason shutdown)."),
     log_level: str = typer.Option("info", help="debug | info | warning | error."),
 ) -> None:
     """Serve the model: PULL chunks, window them per stream, infer in micro-batches, PUB results."""
@@ -90,7 +92,7 @@ def serve(
     try:
         worker = Worker(
             _model_dir(model), ingest, publish, metrics_port, backend, max_batch, max_wait_ms, hwm, idle_s,
-            threads=threads, max_queue=max(max_queue, max_batch),
+            threads=threads, max_queue=max(max_queue, max_batch), stop_timeout_s=stop_timeout_s,
         )
     except (BackendUnavailable, CardError) as exc:
         console.print(f"[red]{exc}[/]")

@@ -74,10 +74,12 @@ class Worker:
         max_streams: int = 10_000,
         metrics_addr: str = "0.0.0.0",
         model: InferenceModel | None = None,
+        stop_timeout_s: float = 30.0,
     ) -> None:
         self.model = model if model is not None else load_model(model_dir, backend, threads)
         self.card = self.model.card
         self.linger_ms = linger_ms
+        self.stop_timeout_s = stop_timeout_s  # on stop, how long queued windows may still be inferred (MicroBatcher.stop)
         self.metrics = Metrics()
         self.metrics.model_info.labels(self.card.name, self.card.version, self.model.backend).set(1)
         self.table = StreamTable(self.card, idle_s=idle_s, max_streams=max_streams)
@@ -270,7 +272,7 @@ class Worker:
 
     def _shutdown(self) -> None:
         log.info("stopping: finishing %d queued windows", self.batcher.depth)
-        self.batcher.stop()
+        self.batcher.stop(self.stop_timeout_s)
         self._publish_done()
         self._close_sockets()
         if self.metrics_server is not None:

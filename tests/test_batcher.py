@@ -42,3 +42,20 @@ def test_stop_finishes_a_queue_it_can_clear_in_time():
         b.submit(k)
     b.stop(timeout=5)
     assert len(finished) == 20 and drops == [] and not b._thread.is_alive()
+
+
+def test_a_worker_stopped_under_a_backlog_counts_the_windows_it_drops(tiny_model_dir):
+    from stream_ecg.live_eval import drop_counts
+    from stream_ecg.worker import Worker
+
+    w = Worker(tiny_model_dir, "tcp://127.0.0.1:*", "tcp://127.0.0.1:*", metrics_port=None, max_batch=1, max_queue=64,
+               stop_timeout_s=0.3)
+    w.batcher._infer = lambda jobs: (time.sleep(0.05), [])[1]  # a model too slow for its queue
+    thread = w.start()
+    for k in range(40):
+        w.batcher.submit(k)
+    t0 = time.monotonic()
+    w.stop()
+    thread.join(10)
+    assert not thread.is_alive() and time.monotonic() - t0 < 3.0
+    assert 0 < drop_counts(w).get("shutdown", 0) < 40
