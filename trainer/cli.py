@@ -326,8 +326,6 @@ def member_check(
 ) -> None:
     """Each member alone on the DS1 records it trained on: beat Se / +P per class (does its attention light the
     ectopic beats?), leaving its held-out fold unspent."""
-    import dataclasses
-
     from stream_ecg.evaluation import score_records
 
     from .bedside import BedsideConfig
@@ -336,9 +334,7 @@ def member_check(
 
     ckpt = load_checkpoint(run / "checkpoint.pt")[1]
     cfg = BedsideConfig.from_dict(ckpt["bedside"]["bedside_config"])
-    card = _run_card(ckpt)
-    card = dataclasses.replace(card, thresholds={**card.thresholds, **json.loads(thresholds)},
-                               interval_rule=dataclasses.replace(card.interval_rule, **json.loads(rule)))
+    card = _run_card(ckpt, thresholds, rule)
     try:
         members = member_training_outputs(run, card, data)
     except ValueError as exc:
@@ -369,18 +365,14 @@ def guard(
 ) -> None:
     """Retrain, with the next seeds, each member whose beat F1 on its own training records is below --min-f1 (its
     attention lights the wrong beats); keep the others bit for bit and choose the thresholds again out of fold."""
-    import dataclasses
-
     from .bedside import BedsideConfig
     from .guard import GuardConfig, guard_run, scores_from_file
     from .train import load_checkpoint
 
     ckpt = load_checkpoint(run / "checkpoint.pt")[1]
-    if not BedsideConfig.from_dict(ckpt["bedside"]["bedside_config"]).folds:
+    if not BedsideConfig.from_dict(ckpt["bedside"]["bedside_config"]).folds:  # before its card is built from the run
         raise typer.BadParameter(f"{run} is not a cross-fitted run (trainer train --folds)", param_hint="--run")
-    card = _run_card(ckpt)
-    card = dataclasses.replace(card, thresholds={**card.thresholds, **json.loads(thresholds)},
-                               interval_rule=dataclasses.replace(card.interval_rule, **json.loads(rule)))
+    card = _run_card(ckpt, thresholds, rule)
     try:
         cfg = GuardConfig(cls=cls, min_f1=min_f1, seed_step=seed_step, tries=tries)
         known = scores_from_file(scores, run, card, cls) if scores is not None else None
@@ -390,13 +382,18 @@ def guard(
     _emit(report, None)
 
 
-def _run_card(ckpt: dict):
-    """A training run's own card (thresholds, rules, DSP), as `trainer export` would write it, without files."""
+def _run_card(ckpt: dict, thresholds: str = "{}", rule: str = "{}"):
+    """A training run's own card (thresholds, rules, DSP), as `trainer export` would write it, without files; with the
+    JSON `thresholds` and interval `rule` overrides of a command's options."""
+    import dataclasses
+
     from stream_ecg.card import ModelCard
 
     from .ship import card_from_run
 
-    return ModelCard.from_dict({**card_from_run(ckpt, "run", "0", ""), "files": {}})
+    card = ModelCard.from_dict({**card_from_run(ckpt, "run", "0", ""), "files": {}})
+    return dataclasses.replace(card, thresholds={**card.thresholds, **json.loads(thresholds)},
+                               interval_rule=dataclasses.replace(card.interval_rule, **json.loads(rule)))
 
 
 def _member_seeds(run: Path, n: int) -> list | None:

@@ -18,7 +18,8 @@ from stream_ecg.card import ModelCard
 from stream_ecg.evaluation import score_records
 from stream_ecg.offline import RecordOutput
 
-from .bedside import BedsideConfig, ds1_windows, ensure_dir, fold_networks, held_out, pooled_thresholds, train_member
+from .bedside import (BedsideConfig, _fusion_of, ds1_windows, ensure_dir, fold_networks, held_out, pooled_thresholds,
+                      train_member)
 from .validation import _record_f1, training_outputs
 
 
@@ -91,7 +92,7 @@ def guard_run(run: Path, out: Path, card: ModelCard, guard: GuardConfig = GuardC
         raise ValueError(f"class {guard.cls!r} is not one of the card's {card.abnormal}")
     mcfg = JointModelConfig.from_dict(ckpt["model_config"])
     tcfg = TrainConfig(**{**ckpt["train_config"], "progress": False})
-    seeds = list(meta["seeds"])
+    seeds, epoch_size = list(meta["seeds"]), _epoch_size(Path(run), meta)  # refused before any check or training
     nets = fold_networks(model, cfg)
     if scores is None:
         scores = [training_f1(training_outputs(net, cfg, fold, card, data_dir), card, cfg.margin, guard.cls) for net, fold in nets]
@@ -109,7 +110,7 @@ def guard_run(run: Path, out: Path, card: ModelCard, guard: GuardConfig = GuardC
             best = (scores[k], None, None)
             for t in range(1, guard.tries + 1):
                 seed = seeds[k] + guard.seed_step * t
-                result, _ = train_member(cfg, tcfg, mcfg, ds1, fold, seed, _epoch_size(Path(run), meta))
+                result, _ = train_member(cfg, tcfg, mcfg, ds1, fold, seed, epoch_size)
                 f1 = training_f1(training_outputs(result.model.eval(), cfg, fold, card, data_dir), card, cfg.margin, guard.cls)
                 extra_seconds += result.seconds
                 row["tries"].append({"seed": seed, "f1": f1, "seconds": result.seconds})
@@ -133,8 +134,8 @@ def guard_run(run: Path, out: Path, card: ModelCard, guard: GuardConfig = GuardC
               "seeds": seeds, "best_epoch": best_epoch, "train_seconds": float(meta.get("train_seconds", 0.0)) + extra_seconds}
     saved = {**ckpt, "state_dict": ensemble.state_dict(), "history": history, "best_epoch": best_epoch}
     torch.save({**saved, "bedside": {**meta, **report}}, out / "checkpoint.pt")
-    thresholds, val_metrics = pooled_thresholds(held_out([out / "checkpoint.pt"], data_dir, meta.get("prematurity_reference", "median")),
-                                                meta.get("fusion"))
+    fusion, reference = _fusion_of(meta)
+    thresholds, val_metrics = pooled_thresholds(held_out([out / "checkpoint.pt"], data_dir, reference), fusion)
     report.update(thresholds=thresholds, val_metrics=val_metrics)
     torch.save({**saved, "bedside": {**meta, **report}}, out / "checkpoint.pt")
     trained = json.loads((Path(run) / "metrics.json").read_text()) if (Path(run) / "metrics.json").exists() else {}
