@@ -8,6 +8,18 @@ import numpy as np
 import pytest
 
 
+def flat_text(text: str) -> str:
+    """CLI output as one line of words: typer's error box frames and wraps long messages at the
+    terminal's width, which differs between machines, so a message is matched without the frame."""
+    return " ".join("".join(ch for ch in text if ch not in "│╭╮╰╯─").split())
+
+
+@pytest.fixture
+def flat():
+    """flat_text, for tests that match a CLI error message."""
+    return flat_text
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """ONNX + .pt2 + card.json of a small random-weight bedside-shaped model (MLII, 2000 @ 360 Hz)."""

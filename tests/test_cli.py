@@ -80,13 +80,13 @@ def test_recorded_trainer_command_can_be_pasted_back(monkeypatch):
     assert shlex.split(_command()) == argv
 
 
-def test_export_names_its_output_explicitly():
+def test_export_names_its_output_explicitly(flat):
     """A bare `trainer export` once defaulted to a shipped model's folder and name; now it refuses to guess."""
     result = runner.invoke(trainer_app, ["export", "--run", "runs/none"])
-    assert result.exit_code == 2 and "--out" in result.output
+    assert result.exit_code == 2 and "--out" in flat(result.output)
 
 
-def test_by_record_refuses_a_row_a_file_lacks(tmp_path):
+def test_by_record_refuses_a_row_a_file_lacks(tmp_path, flat):
     from pathlib import Path
 
     one = Path(__file__).parents[1] / "docs/results/validate_guard_4567.json"  # one row
@@ -95,4 +95,4 @@ def test_by_record_refuses_a_row_a_file_lacks(tmp_path):
     assert ok.exit_code == 0, ok.output
     assert json.loads(ok.output)["total"]["V"] == {"up": 0, "down": 0, "same": 17}  # the guard left set 4-7 as it was
     bad = runner.invoke(trainer_app, ["by-record", "--files", str(one), "--new-files", str(one), "--base", "1", "--new", "0"])
-    assert bad.exit_code == 2 and "row 1 does not exist" in " ".join(bad.output.split())
+    assert bad.exit_code == 2 and "row 1 does not exist" in flat(bad.output)

@@ -126,7 +126,7 @@ def test_guard_refuses_what_it_cannot_judge(tiny_run, tiny_model_dir, tmp_path):
         guard_run(run, tmp_path / "x", card, GuardConfig(cls="Q"), excerpt_dir(), scores=[0.9] * 3)
 
 
-def test_trainer_guard_command_copies_a_run_whose_members_all_pass(tiny_run, tmp_path):
+def test_trainer_guard_command_copies_a_run_whose_members_all_pass(tiny_run, tmp_path, flat):
     from typer.testing import CliRunner
 
     from trainer.cli import _run_card, app
@@ -144,17 +144,12 @@ def test_trainer_guard_command_copies_a_run_whose_members_all_pass(tiny_run, tmp
     assert json.loads(result.output)["seeds"] == [3, 4, 5]
     assert all(_same(a, b) for a, b in zip(_members(run)[0], _members(tmp_path / "g")[0]))
     result = CliRunner().invoke(app, [*args[:-2], "--scores", str(tmp_path / "check.json")])  # checked at another V threshold
-    assert result.exit_code == 2 and "other thresholds" in _flat(result.output)
+    assert result.exit_code == 2 and "other thresholds" in flat(result.output)
     (tmp_path / "plain").mkdir()
     save_checkpoint(tmp_path / "plain" / "checkpoint.pt", TrainResult(model=model.members[0]), model.cfg, TrainConfig(),
                     extra={"bedside": {"bedside_config": BedsideConfig().to_dict()}})
     result = CliRunner().invoke(app, ["guard", "--run", str(tmp_path / "plain"), "--out", str(tmp_path / "p")])
-    assert result.exit_code == 2 and "not a cross-fitted run" in _flat(result.output)
-
-
-def _flat(text: str) -> str:
-    """A CLI error as one line: typer's box wraps long messages and frames each line."""
-    return " ".join(w for w in text.split() if w not in "│╭╮╰╯─")
+    assert result.exit_code == 2 and "not a cross-fitted run" in flat(result.output)
 
 
 def test_a_model_readme_lists_each_seed_sets_steps_after_training():

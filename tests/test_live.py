@@ -360,7 +360,7 @@ def test_relative_gate_reads_medians_and_requires_every_result():
         relative_gate(base, [_report("b", 10.0, beds=20)])
 
 
-def test_bench_gate_judges_the_committed_default_change():
+def test_bench_gate_judges_the_committed_default_change(flat):
     """bedside-v7 became the default on this gate; the saved reports must still say so."""
     d = Path(__file__).resolve().parent.parent / "docs" / "results" / "bedside-v7"
     names = lambda m, runs: ",".join(str(d / f"bench120_{i}_{m}.json") for i in runs)  # noqa: E731
@@ -371,9 +371,9 @@ def test_bench_gate_judges_the_committed_default_change():
     assert verdict["holds"] and verdict["base"]["model"] == ["bedside-v6.6"] and verdict["candidate"]["model"] == ["bedside-v7"]
     assert 1.0 < verdict["ratio"] <= 1.25 and verdict["beds"] == 120
     missing = runner.invoke(app, ["bench-gate", "--base-files", str(d / "nowhere.json"), "--candidate-files", str(d / "bench.json")])
-    assert missing.exit_code == 2 and "cannot read" in missing.output
+    assert missing.exit_code == 2 and "cannot read" in flat(missing.output)
     mixed = runner.invoke(app, ["bench-gate", "--base-files", names("bedside-v6.6", (1,)), "--candidate-files", str(d / "bench.json")])
-    assert mixed.exit_code == 2 and "differ" in mixed.output  # 120 beds against 200
+    assert mixed.exit_code == 2 and "differ" in flat(mixed.output)  # 120 beds against 200
 
 
 def test_bench_gate_benches_both_models_alternately(tiny_model_dir, tmp_path):
