@@ -16,7 +16,7 @@ import scipy.signal
 import soxr
 
 from .morphology import RESIDUAL_CHANNEL, beat_residual
-from .rhythm import RHYTHM_CHANNELS, WINDOW_CHANNELS, RRHistory, add_rhythm, r_peaks
+from .rhythm import PEAK_DETECTORS, RHYTHM_CHANNELS, WINDOW_CHANNELS, RRHistory, add_rhythm, r_peaks
 
 __all__ = [
     "DspConfig",
@@ -54,6 +54,7 @@ class DspConfig:
     rhythm_context: int = 0
     rhythm_both: bool = False  # with rhythm_context: keep the window-relative channels too (four rhythm channels)
     beat_residual: bool = False  # append the first lead minus the window's median beat (`stream_ecg.morphology`)
+    peak_detector: str = "energy"  # the R-peak detector of every derived channel and interval rule (rhythm.PEAK_DETECTORS)
 
     def __post_init__(self) -> None:
         nyquist = self.fs / 2
@@ -80,6 +81,8 @@ class DspConfig:
             raise DspError(f"rhythm_context must be an integer >= 0 (RR intervals), got {self.rhythm_context!r}")
         if self.rhythm_context and not self.rhythm:
             raise DspError("rhythm_context needs rhythm=True: it sets the reference of the rhythm channels")
+        if self.peak_detector not in PEAK_DETECTORS:
+            raise DspError(f"peak_detector must be one of {PEAK_DETECTORS}, got {self.peak_detector!r}")
         if self.rhythm_both and not self.rhythm_context:
             raise DspError("rhythm_both needs rhythm_context > 0: without a stream reference there is one set of channels")
 
@@ -312,7 +315,7 @@ def window_input(
     if not cfg.extra_channels:
         return x
     flat = x.reshape(-1, *x.shape[-2:])
-    peaks = [r_peaks(f[0], cfg.fs) for f in flat]  # once per window, shared by every derived channel
+    peaks = [r_peaks(f[0], cfg.fs, cfg.peak_detector) for f in flat]  # once per window, shared by every derived channel
     out = flat
     if cfg.rhythm:
         if cfg.rhythm_context:

@@ -19,13 +19,14 @@ from .rhythm import RR_CLIP, r_peaks, rereferenced
 _EPS = 1e-7
 
 
-def rr_prematurity(x: np.ndarray, n_leads: int, reference: str = "median", fs: float | None = None) -> np.ndarray:
+def rr_prematurity(x: np.ndarray, n_leads: int, reference: str = "median", fs: float | None = None,
+                  detector: str = "energy") -> np.ndarray:
     """Per window of model input (B, n_leads + rhythm channels, n): -log(shortest RR / reference RR), from
     the `rr_prev` channel, which `rhythm.add_rhythm` puts right after the `n_leads` leads (RR before each
     beat over the reference, minus 1, clipped; 0 where unknown), so 0 when no beat came early. Values
     outside the channel's clip range (not a real rhythm channel) are clipped to it, and non-finite ones read as 0.
-    With `reference` "mean" the channel is read at the R peaks of the first lead (`rhythm.r_peaks` at `fs`, as the
-    channel was painted) and taken against the mean of the window's RRs (`rhythm.rereferenced`)."""
+    With `reference` "mean" the channel is read at the R peaks of the first lead (`rhythm.r_peaks` at `fs` with
+    `detector`, as the channel was painted) and taken against the mean of the window's RRs (`rhythm.rereferenced`)."""
     rr_prev = np.nan_to_num(np.asarray(x, np.float64)[:, n_leads], nan=0.0, posinf=0.0, neginf=0.0)
     if reference == "median":
         shortest = np.min(rr_prev, axis=-1)
@@ -34,7 +35,7 @@ def rr_prematurity(x: np.ndarray, n_leads: int, reference: str = "median", fs: f
             raise ValueError(f"the {reference!r} prematurity reference finds R peaks, so it needs fs")
         shortest = np.zeros(len(rr_prev))
         for i, (lead, channel) in enumerate(zip(np.asarray(x)[:, 0], rr_prev)):
-            rel = rereferenced(channel[r_peaks(lead, fs)], reference)
+            rel = rereferenced(channel[r_peaks(lead, fs, detector)], reference)
             shortest[i] = min(0.0, float(np.min(rel, initial=0.0)))
     return -np.log1p(np.clip(shortest, *RR_CLIP))
 
@@ -47,7 +48,7 @@ def logit_offsets(fusion: dict[str, float], classes: tuple[str, ...] | list[str]
 
 def card_prematurity(card: ModelCard, x: np.ndarray) -> np.ndarray:
     """`rr_prematurity` of model input `x` as `card` reads it (its leads, its prematurity reference, its fs)."""
-    return rr_prematurity(x, len(card.leads.leads), card.prematurity_reference, card.fs)
+    return rr_prematurity(x, len(card.leads.leads), card.prematurity_reference, card.fs, card.dsp.peak_detector)
 
 
 def fuse(card: ModelCard, x: np.ndarray, probs: np.ndarray) -> np.ndarray:

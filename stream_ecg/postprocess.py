@@ -77,7 +77,7 @@ def label_intervals(
 
     def peaks(i: int) -> np.ndarray:  # each window's R peaks, found once for snap, premature and distinct alike
         if i not in found:
-            found[i] = r_peaks(x[i, 0], card.fs)
+            found[i] = r_peaks(x[i, 0], card.fs, card.dsp.peak_detector)
         return found[i]
 
     for i in np.flatnonzero(window_alarm.any(axis=1)):
@@ -147,7 +147,7 @@ def stream_irregularity(card: ModelCard, x: np.ndarray, starts: np.ndarray, rece
         return None
     out = np.zeros(len(x))
     for i, (w, start) in enumerate(zip(x, np.atleast_1d(starts))):
-        recent.update(r_peaks(w[0], card.fs), int(start), w.shape[-1])
+        recent.update(r_peaks(w[0], card.fs, card.dsp.peak_detector), int(start), w.shape[-1])
         out[i] = rr_irregularity(recent.relative())
     return out
 

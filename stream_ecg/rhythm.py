@@ -24,26 +24,59 @@ _REFRACTORY_S = 0.25  # no two QRS complexes closer than this
 _INTEGRATE_S = 0.08  # energy smoothing, about one QRS width
 _SEARCH_S = 0.06  # R peak sought within this of the energy peak
 _HEIGHT = 0.3  # a peak must reach this share of the window's typical beat energy
+PEAK_DETECTORS = ("energy", "energy_t")  # r_peaks' variants; a card names its own (DspConfig.peak_detector)
+_T_PERCENTILE, _T_HEIGHT = 85, 0.2  # "energy_t": a peak reaches this share of this percentile of the candidates
+_T_GAP_S, _T_SLOPE = 0.36, 0.5  # "energy_t": a candidate this soon after a kept peak, under this share of its slope, is a T wave
 RR_CLIP = (-0.8, 1.5)  # relative RR deviation is clipped to this range
 PREMATURITY_REFERENCES = ("median", "mean")  # what a beat is early against after the network (ModelCard.prematurity_reference)
 
 
-def r_peaks(lead: np.ndarray, fs: float) -> np.ndarray:
-    """Sample indices of R peaks in one band-passed lead (a Pan-Tompkins-style energy detector)."""
+def r_peaks(lead: np.ndarray, fs: float, detector: str = "energy") -> np.ndarray:
+    """Sample indices of R peaks in one band-passed lead (a Pan-Tompkins-style energy detector).
+
+    `detector` (a card's `dsp.peak_detector`; see PEAK_DETECTORS): "energy" keeps the candidates above 0.3 of the
+    median of the larger half of the window's candidate energies; "energy_t" keeps those above 0.2 of the window's
+    85th-percentile candidate energy and drops a candidate that follows the last kept one within 0.36 s with under
+    half its steepest slope (a T wave, as Pan and Tompkins do). The first placed tall T waves, and the P waves of
+    slow or blocked rhythms, among the R peaks of records whose T or P waves are large (`bench/rpeaks.py`)."""
+    if detector not in PEAK_DETECTORS:
+        raise ValueError(f"unknown R-peak detector {detector!r}; expected one of {PEAK_DETECTORS}")
     x = np.asarray(lead, dtype=np.float64)
     if x.size < 3 or not np.isfinite(x).all():
         return np.zeros(0, dtype=np.int64)
-    energy = scipy.ndimage.uniform_filter1d(np.gradient(x) ** 2, max(1, int(_INTEGRATE_S * fs)))
+    slope = np.gradient(x)
+    energy = scipy.ndimage.uniform_filter1d(slope ** 2, max(1, int(_INTEGRATE_S * fs)))
     cand, props = scipy.signal.find_peaks(energy, distance=max(1, int(_REFRACTORY_S * fs)), height=0)
     if cand.size == 0:
         return cand.astype(np.int64)
-    # typical beat energy: the median of the larger half of the candidates, so a few huge
-    # ectopic or artefact peaks do not hide the normal beats, and T waves fall below it
     heights = props["peak_heights"]
-    typical = np.median(np.sort(heights)[len(heights) // 2 :])
-    peaks = cand[heights >= _HEIGHT * typical]
-    # snap to the largest |deviation| from the local median nearby, whatever the QRS polarity; all peaks whose
-    # search span lies whole in the window at once (one median over rows), those cut by an edge one by one
+    if detector == "energy":
+        # typical beat energy: the median of the larger half of the candidates, so a few huge
+        # ectopic or artefact peaks do not hide the normal beats, and T waves fall below it
+        peaks = cand[heights >= _HEIGHT * np.median(np.sort(heights)[len(heights) // 2 :])]
+    else:
+        peaks = _without_t_waves(cand[heights >= _T_HEIGHT * np.percentile(heights, _T_PERCENTILE)], np.abs(slope), fs)
+    return _snap(x, peaks, fs)
+
+
+def _without_t_waves(peaks: np.ndarray, slope: np.ndarray, fs: float) -> np.ndarray:
+    """Candidates (sorted) less those within _T_GAP_S after the last kept one whose steepest slope within
+    _INTEGRATE_S of them is under _T_SLOPE of its: the later hump of one beat is its T wave, not a second beat."""
+    if peaks.size < 2:
+        return peaks
+    reach = max(1, int(_INTEGRATE_S * fs))
+    steep = np.array([slope[max(0, p - reach) : p + reach + 1].max() for p in peaks])
+    kept = [0]
+    for k in range(1, peaks.size):
+        last = kept[-1]
+        if peaks[k] - peaks[last] >= _T_GAP_S * fs or steep[k] >= _T_SLOPE * steep[last]:
+            kept.append(k)
+    return peaks[kept]
+
+
+def _snap(x: np.ndarray, peaks: np.ndarray, fs: float) -> np.ndarray:
+    """Each energy peak moved to the largest |deviation| from the local median nearby, whatever the QRS polarity;
+    all peaks whose search span lies whole in the window at once (one median over rows), those cut by an edge one by one."""
     half = max(1, int(_SEARCH_S * fs))
     out = np.empty(peaks.size, dtype=np.int64)
     whole = (peaks >= half) & (peaks + half + 1 <= x.size)

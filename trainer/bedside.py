@@ -442,7 +442,7 @@ def held_out(checkpoints: list[Path], data_dir=None, reference: str = "median") 
                 raise ValueError(f"{ck} cuts record {r} into other windows than {checkpoints[0]}")
             fold[r], y[r], w[r], run[r] = k, ws.y, ws.w, lg
             if r not in prem:
-                prem[r] = (rr_prematurity(ws.x, len(cfg.leads), reference, cfg.dsp.fs) if cfg.dsp.rhythm
+                prem[r] = (rr_prematurity(ws.x, len(cfg.leads), reference, cfg.dsp.fs, cfg.dsp.peak_detector) if cfg.dsp.rhythm
                            else np.zeros(len(ws.y)))
         logits.append(run)
     return HeldOut(tuple(sorted(y)), fold, y, w, logits, prem)
@@ -636,14 +636,14 @@ def causal_median(x: np.ndarray, n: int) -> np.ndarray:
     return np.array([np.median(x[max(0, i - n + 1) : i + 1]) for i in range(len(x))], dtype=np.float64)
 
 
-def stream_prematurity(ws: WindowSet, fs: float, history_size: int = 256) -> np.ndarray:
+def stream_prematurity(ws: WindowSet, fs: float, history_size: int = 256, detector: str = "energy") -> np.ndarray:
     """Per window of one record (runtime hop, in order): -log(shortest RR in the window / the stream's recent
     median RR, `stream_ecg.rhythm.RRHistory`), a hand-made S score with no learning; 0 where it is unknown."""
     from stream_ecg.rhythm import RRHistory, r_peaks
 
     history, out = RRHistory(history_size, fs), np.zeros(len(ws.start))
     for k, (start, lead) in enumerate(zip(ws.start, ws.x[:, 0])):
-        peaks = r_peaks(lead, fs)
+        peaks = r_peaks(lead, fs, detector)
         history.update(peaks, int(start), lead.shape[-1])
         ref = history.reference()
         if peaks.size > 1 and ref:
@@ -663,7 +663,7 @@ def out_of_fold(model, cfg: BedsideConfig, data_dir=None, centre_windows: int = 
     for r, k, ws, logits in held_out_logits(model, cfg, data_dir):
         row = {"member": k, "record": r, "windows": int(len(ws.y))}
         centred = logits - np.stack([causal_median(logits[:, j], centre_windows) for j in range(len(ABNORMAL))], 1)
-        rr = np.repeat(stream_prematurity(ws, cfg.dsp.fs)[:, None], len(ABNORMAL), 1)
+        rr = np.repeat(stream_prematurity(ws, cfg.dsp.fs, detector=cfg.dsp.peak_detector)[:, None], len(ABNORMAL), 1)
         for j, c in enumerate(ABNORMAL):
             y, raw = known_scores(ws, logits, j)
             row[c] = {"positives": int(y.sum()), "auc": auc(y, raw) if 0 < y.sum() < len(y) else None,

@@ -41,6 +41,8 @@ def train(
     rhythm_both: bool = typer.Option(False, help="bedside, with --rhythm-context: keep the window-relative RR channels too."),
     beat_residual: bool = typer.Option(False, help="bedside: feed the first lead minus the window's median beat "
                                        "(stream_ecg.morphology) beside the ECG."),
+    peak_detector: str = typer.Option("energy", help="bedside: the R-peak detector of the rhythm and residual channels "
+                                      "and the interval rules (stream_ecg.rhythm.PEAK_DETECTORS: energy | energy_t)."),
     leads: str = typer.Option("MLII", help="bedside: comma-separated lead slots the model takes (trainer.bedside.LEAD_ALIASES), e.g. MLII,chest."),
     teacher: Path | None = typer.Option(None, help="bedside: a bedside checkpoint.pt (e.g. the shipped ensemble's run) whose outputs each member also learns."),
     distill: float = typer.Option(0.5, min=0.0, max=1.0, help="bedside: weight of the teacher's outputs in the loss."),
@@ -59,11 +61,15 @@ def train(
                        select=select)
     if task == "bedside":
         from stream_ecg.dsp import DspConfig
+        from stream_ecg.rhythm import PEAK_DETECTORS
+
+        if peak_detector not in PEAK_DETECTORS:
+            raise typer.BadParameter(f"--peak-detector {peak_detector!r}: expected one of {PEAK_DETECTORS}")
 
         from .bedside import FOLDS, BedsideConfig, train_bedside
 
         cfg = BedsideConfig(dsp=DspConfig(rhythm=rhythm, rhythm_context=rhythm_context, rhythm_both=rhythm_both,
-                                            beat_residual=beat_residual), model={**BEDSIDE_MODEL, "pool_kernel": kernel, **json.loads(model)},
+                                            beat_residual=beat_residual, peak_detector=peak_detector), model={**BEDSIDE_MODEL, "pool_kernel": kernel, **json.loads(model)},
                             folds=FOLDS if folds else (), leads=_lead_slots(leads), lead_dropout=lead_dropout,
                             stretch=tuple(float(v) for v in stretch.split(",") if v))
         report = train_bedside(cfg, tcfg, out, data, epoch_size=epoch_size, seeds=tuple(int(v) for v in seeds.split(",") if v),
