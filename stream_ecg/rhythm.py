@@ -35,28 +35,43 @@ def r_peaks(lead: np.ndarray, fs: float, detector: str = "energy") -> np.ndarray
     """Sample indices of R peaks in one band-passed lead (a Pan-Tompkins-style energy detector).
 
     `detector` (a card's `dsp.peak_detector`; see PEAK_DETECTORS): "energy" keeps the candidates above 0.3 of the
-    median of the larger half of the window's candidate energies; "energy_t" keeps those above 0.2 of the window's
-    85th-percentile candidate energy and drops a candidate that follows the last kept one within 0.36 s with under
-    half its steepest slope (a T wave, as Pan and Tompkins do). The first placed tall T waves, and the P waves of
-    slow or blocked rhythms, among the R peaks of records whose T or P waves are large (`bench/rpeaks.py`)."""
+    median of the larger half of the window's candidate energies; "energy_t" is `energy_t_peaks` at its defaults.
+    The first placed tall T waves, and the P waves of slow or blocked rhythms, among the R peaks of records whose
+    T or P waves are large (`bench/rpeaks.py`)."""
     if detector not in PEAK_DETECTORS:
         raise ValueError(f"unknown R-peak detector {detector!r}; expected one of {PEAK_DETECTORS}")
+    if detector == "energy_t":
+        return energy_t_peaks(lead, fs)
+    x, slope, cand, heights = _candidates(lead, fs)
+    if cand.size == 0:
+        return cand
+    # typical beat energy: the median of the larger half of the candidates, so a few huge
+    # ectopic or artefact peaks do not hide the normal beats, and T waves fall below it
+    return _snap(x, cand[heights >= _HEIGHT * np.median(np.sort(heights)[len(heights) // 2 :])], fs)
+
+
+def energy_t_peaks(lead: np.ndarray, fs: float, percentile: float = _T_PERCENTILE, share: float = _T_HEIGHT,
+                   t_wave: bool = True) -> np.ndarray:
+    """The "energy_t" detector: candidates above `share` of the window's `percentile`-th candidate energy, less (with
+    `t_wave`) each one within 0.36 s after the last kept peak with under half its steepest slope, a T wave as Pan
+    and Tompkins tell it. The arguments are for `bench/rpeaks.py --grid`, which chose the defaults on DS1."""
+    x, slope, cand, heights = _candidates(lead, fs)
+    if cand.size == 0:
+        return cand
+    peaks = cand[heights >= share * np.percentile(heights, percentile)]
+    return _snap(x, _without_t_waves(peaks, np.abs(slope), fs) if t_wave else peaks, fs)
+
+
+def _candidates(lead: np.ndarray, fs: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(lead as float64, its slope, energy peaks at least a refractory period apart, their energies); no candidates
+    for a lead too short or not finite."""
     x = np.asarray(lead, dtype=np.float64)
     if x.size < 3 or not np.isfinite(x).all():
-        return np.zeros(0, dtype=np.int64)
+        return x, x, np.zeros(0, dtype=np.int64), np.zeros(0)
     slope = np.gradient(x)
     energy = scipy.ndimage.uniform_filter1d(slope ** 2, max(1, int(_INTEGRATE_S * fs)))
     cand, props = scipy.signal.find_peaks(energy, distance=max(1, int(_REFRACTORY_S * fs)), height=0)
-    if cand.size == 0:
-        return cand.astype(np.int64)
-    heights = props["peak_heights"]
-    if detector == "energy":
-        # typical beat energy: the median of the larger half of the candidates, so a few huge
-        # ectopic or artefact peaks do not hide the normal beats, and T waves fall below it
-        peaks = cand[heights >= _HEIGHT * np.median(np.sort(heights)[len(heights) // 2 :])]
-    else:
-        peaks = _without_t_waves(cand[heights >= _T_HEIGHT * np.percentile(heights, _T_PERCENTILE)], np.abs(slope), fs)
-    return _snap(x, peaks, fs)
+    return x, slope, cand.astype(np.int64), props["peak_heights"]
 
 
 def _without_t_waves(peaks: np.ndarray, slope: np.ndarray, fs: float) -> np.ndarray:

@@ -96,3 +96,9 @@ def test_by_record_refuses_a_row_a_file_lacks(tmp_path, flat):
     assert json.loads(ok.output)["total"]["V"] == {"up": 0, "down": 0, "same": 17}  # the guard left set 4-7 as it was
     bad = runner.invoke(trainer_app, ["by-record", "--files", str(one), "--new-files", str(one), "--base", "1", "--new", "0"])
     assert bad.exit_code == 2 and "row 1 does not exist" in flat(bad.output)
+
+
+def test_train_refuses_an_unknown_peak_detector_before_reading_data(tmp_path, flat):
+    result = runner.invoke(trainer_app, ["train", "--out", str(tmp_path / "r"), "--peak-detector", "wavelet", "--data", str(tmp_path)])
+    assert result.exit_code == 2 and "expected one of ('energy', 'energy_t')" in flat(result.output)
+    assert not (tmp_path / "r").exists()

@@ -8,7 +8,7 @@ import pytest
 from stream_ecg.card import CardError, ModelCard
 from stream_ecg.data import load_record
 from stream_ecg.data.locate import excerpt_dir
-from stream_ecg.dsp import DspConfig, DspError, preprocess, window_input
+from stream_ecg.dsp import DspConfig, DspError, normalise_window, preprocess, window_input
 from stream_ecg.rhythm import RRHistory, r_peaks, rr_channels
 
 FS = 360.0
@@ -45,6 +45,49 @@ def test_r_peaks_on_real_record_matches_annotations():
     hit = np.min(np.abs(ann[:, None] - found[None, :]), axis=1) <= 54  # 150 ms, as EC57 matching
     assert hit.mean() > 0.99
     assert len(found) <= len(ann) + 2
+
+
+def _peak_errors(name: str, detector: str) -> tuple[int, int]:
+    """(extra, missed) R peaks against the annotations of a bundled excerpt, window by window as the runtime cuts them."""
+    rec = load_record(name, excerpt_dir())
+    sig = preprocess(rec.signal[:1], rec.fs, DspConfig())[0]
+    ann, extra, missed = rec.beats.samples, 0, 0
+    for a in range(0, len(sig) - 2000, 2000):
+        found = r_peaks(normalise_window(sig[None, a : a + 2000], 1e-3)[0], FS, detector) + a
+        found, beats = found[(found >= a + 30) & (found < a + 1970)], ann[(ann >= a + 30) & (ann < a + 1970)]
+        extra += sum(len(beats) == 0 or np.min(np.abs(beats - p)) > 54 for p in found)
+        missed += sum(len(found) == 0 or np.min(np.abs(found - b)) > 54 for b in beats)
+    return extra, missed
+
+
+def test_energy_t_leaves_the_t_and_p_waves_that_energy_takes_for_beats():
+    """232 (sinus bradycardia, long pauses): the first detector puts peaks on T and P waves, energy_t hardly does,
+    and misses no more beats there or in 208 (multiform PVCs, wide beats of very different energy) or 100."""
+    assert _peak_errors("232", "energy")[0] >= 10
+    for name in ("232", "208", "100"):
+        (extra, missed), (old_extra, old_missed) = _peak_errors(name, "energy_t"), _peak_errors(name, "energy")
+        assert extra <= min(old_extra, 3) and missed <= old_missed, name
+
+
+def test_an_unknown_peak_detector_is_refused_and_old_cards_keep_the_first():
+    with pytest.raises(ValueError, match="unknown R-peak detector"):
+        r_peaks(_beats([100, 400]), FS, "wavelet")
+    with pytest.raises(DspError, match="peak_detector"):
+        DspConfig(peak_detector="wavelet")
+    old = {k: v for k, v in DspConfig().to_dict().items() if k != "peak_detector"}  # a card written before the field
+    assert DspConfig.from_dict(old).peak_detector == "energy"
+
+
+def test_window_input_paints_the_rhythm_channels_from_the_cards_detector():
+    rec = load_record("232", excerpt_dir())
+    sig = preprocess(rec.signal[:1], rec.fs, DspConfig())[0]
+    w = np.stack([sig[a : a + 2000][None] for a in range(0, 20 * 2000, 2000)])
+    for det in ("energy", "energy_t"):
+        x = window_input(w, DspConfig(rhythm=True, peak_detector=det))
+        z = normalise_window(w, 1e-3)
+        expected = np.stack([rr_channels(zi[0], FS, peaks=r_peaks(zi[0], FS, det)) for zi in z])
+        np.testing.assert_array_equal(x[:, 1:], expected)
+    assert not np.array_equal(window_input(w, DspConfig(rhythm=True)), window_input(w, DspConfig(rhythm=True, peak_detector="energy_t")))
 
 
 def test_premature_beat_gets_short_rr_before_and_long_after():
