@@ -123,7 +123,8 @@ def _rhythm_text(dsp: dict) -> str:
            "stream_ecg.rhythm.RRHistory)" if dsp.get("rhythm_context") else "the window's median RR")
     both = "; rr_prev_window / rr_next_window: the same over the window's median RR" if dsp.get("rhythm_both") else ""
     return (f"rr_prev / rr_next: each beat's RR before / after it over {ref}, minus 1, painted over the beat's span{both}; "
-            "R peaks found in the z-scored lead by stream_ecg.rhythm.r_peaks")
+            f"R peaks found in the z-scored lead by stream_ecg.rhythm.r_peaks, detector {dsp.get('peak_detector', 'energy')!r} "
+            "(dsp.peak_detector, also used by the interval rules)")
 
 
 PREMATURITY_REFERENCE_TEXT = (
