@@ -8,7 +8,7 @@ import pytest
 
 from stream_ecg.card import CardError, LeadContract, default_model_dir, load_card
 from stream_ecg.data import excerpt_dir, load_record
-from stream_ecg.dsp import preprocess, window_input
+from stream_ecg.dsp import DspConfig, preprocess, window_input
 from stream_ecg.infer import ONNX_FILE, BackendUnavailable, OnnxModel, cuda_problem, load_model, tensorrt_problem
 
 
@@ -306,7 +306,7 @@ def test_unpack_rebuilds_the_shipped_members_as_a_cross_fitted_run(tmp_path):
     unpack(shipped, tmp_path / "run")
     model, ckpt = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
     cfg = BedsideConfig.from_dict(ckpt["bedside"]["bedside_config"])
-    assert [list(f) for f in cfg.folds] == raw["training"]["folds"] and cfg.dsp.to_dict() == raw["dsp"]
+    assert [list(f) for f in cfg.folds] == raw["training"]["folds"] and cfg.dsp == DspConfig.from_dict(raw["dsp"])
     x = torch.from_numpy(np.random.default_rng(0).standard_normal((2, raw["model_config"]["in_leads"], raw["window"])).astype(np.float32))
     with torch.inference_mode():
         want = deployable_from_folder(shipped).model(x)[0]
