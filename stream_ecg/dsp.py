@@ -82,7 +82,7 @@ class DspConfig:
         if self.rhythm_context and not self.rhythm:
             raise DspError("rhythm_context needs rhythm=True: it sets the reference of the rhythm channels")
         if self.peak_detector not in PEAK_DETECTORS:
-            raise DspError(f"peak_detector must be one of {PEAK_DETECTORS}, got {self.peak_detector!r}")
+            raise DspError(f"peak_detector {self.peak_detector!r}: expected one of {PEAK_DETECTORS}")
         if self.rhythm_both and not self.rhythm_context:
             raise DspError("rhythm_both needs rhythm_context > 0: without a stream reference there is one set of channels")
 

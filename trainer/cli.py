@@ -60,16 +60,16 @@ def train(
     tcfg = TrainConfig(epochs=epochs, lr=lr, seed=seed, sparsity=sparsity, patience=max(4, epochs // 3), progress=sys.stderr.isatty(),
                        select=select)
     if task == "bedside":
-        from stream_ecg.dsp import DspConfig
-        from stream_ecg.rhythm import PEAK_DETECTORS
-
-        if peak_detector not in PEAK_DETECTORS:
-            raise typer.BadParameter(f"--peak-detector {peak_detector!r}: expected one of {PEAK_DETECTORS}")
+        from stream_ecg.dsp import DspConfig, DspError
 
         from .bedside import FOLDS, BedsideConfig, train_bedside
 
-        cfg = BedsideConfig(dsp=DspConfig(rhythm=rhythm, rhythm_context=rhythm_context, rhythm_both=rhythm_both,
-                                            beat_residual=beat_residual, peak_detector=peak_detector), model={**BEDSIDE_MODEL, "pool_kernel": kernel, **json.loads(model)},
+        try:  # DspConfig judges its own options (an unknown detector, rhythm_both without a context), before any data is read
+            dsp = DspConfig(rhythm=rhythm, rhythm_context=rhythm_context, rhythm_both=rhythm_both,
+                            beat_residual=beat_residual, peak_detector=peak_detector)
+        except DspError as exc:
+            raise typer.BadParameter(str(exc)) from exc
+        cfg = BedsideConfig(dsp=dsp, model={**BEDSIDE_MODEL, "pool_kernel": kernel, **json.loads(model)},
                             folds=FOLDS if folds else (), leads=_lead_slots(leads), lead_dropout=lead_dropout,
                             stretch=tuple(float(v) for v in stretch.split(",") if v))
         report = train_bedside(cfg, tcfg, out, data, epoch_size=epoch_size, seeds=tuple(int(v) for v in seeds.split(",") if v),
