@@ -376,6 +376,20 @@ def test_bench_gate_judges_the_committed_default_change(flat):
     assert mixed.exit_code == 2 and "differ" in flat(mixed.output)  # 120 beds against 200
 
 
+def test_the_default_holds_its_saved_gate():
+    """edge_models/DEFAULT names a model whose saved `bench-gate --out` reports (against bedside-v6.6) still hold."""
+    root = Path(__file__).resolve().parent.parent
+    default = (root / "edge_models" / "DEFAULT").read_text().strip()
+    d = root / "docs" / "results" / default
+    names = lambda m, runs: ",".join(str(d / f"gate_{i}_{m}.json") for i in runs)  # noqa: E731
+    result = runner.invoke(app, ["bench-gate", "--base-files", names("bedside-v6.6", (1, 3, 5)),
+                                 "--candidate-files", names(default, (2, 4, 6))])
+    assert result.exit_code == 0, result.output
+    verdict = json.loads(result.output)
+    assert verdict["holds"] and verdict["candidate"]["model"] == [default] and verdict["beds"] == 120
+    assert verdict == json.loads((d / "gate.json").read_text())  # the committed verdict is what the reports give
+
+
 def test_bench_gate_benches_both_models_alternately(tiny_model_dir, tmp_path):
     result = runner.invoke(app, ["bench-gate", "--base", str(tiny_model_dir), "--candidate", str(tiny_model_dir),
                                  "--pairs", "1", "--beds", "3", "--seconds", "2", "--max-ratio", "100", "--out", str(tmp_path)])
