@@ -240,7 +240,16 @@ def test_shipped_default_model_is_consistent():
     for cls in ("V", "S"):
         assert 0 <= card["metrics"]["ds2"]["beat"][cls]["se"] <= 1
     x = excerpt_windows(onnx.card)
-    assert np.abs(onnx.infer(x)[0] - torch_model.infer(x)[0]).max() <= 1e-4
+    # the exported network: the issue's bound, on its own outputs
+    assert np.abs(onnx.inner.infer(x)[0] - torch_model.inner.infer(x)[0]).max() <= 1e-4
+    # served probabilities: the rhythm fusion adds weight x prematurity to a logit of -10 to -7 (p ~ 1e-4), where the two
+    # backends' fp32 logits differ by ~1e-3, and moves it to the sigmoid's steep middle (slope <= 1/4)
+    served, served_torch = onnx.infer(x)[0], torch_model.infer(x)[0]
+    assert np.abs(served - served_torch).max() <= 5e-4
+    for i, cls in enumerate(onnx.card.classes):  # every alarm is the same on both backends
+        if cls in onnx.card.thresholds:
+            thr = onnx.card.thresholds[cls]
+            assert ((served[:, i] >= thr) == (served_torch[:, i] >= thr)).all(), cls
 
 
 def test_two_lead_model_is_served_by_lead_name_and_from_a_one_lead_stream(two_lead_model_dir):
