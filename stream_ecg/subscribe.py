@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TextIO
 
 import zmq
+from rich import box
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -131,24 +132,25 @@ class Dashboard:
         if "published" in msg.timing and "received" in msg.timing:
             bed.latency_ms = 1000 * (msg.timing["published"] - msg.timing["received"])
         for iv in msg.intervals:
-            bed.intervals.append(f"{iv.label}@{iv.start / msg.fs:.1f}s ({iv.score:.2f})")
+            bed.intervals.append(f"{iv.label} {iv.start / msg.fs:.1f}s {iv.score:.2f}")
 
     def render(self) -> Table:
-        table = Table(title=self.title, expand=False)
+        table = Table(title=self.title, expand=False, box=box.SIMPLE_HEAD, show_lines=True, pad_edge=False)
         table.add_column("bed", no_wrap=True)
         table.add_column("t (s)", justify="right", no_wrap=True)
+        # one value per line, so that an 80-column terminal shows every probability and interval whole
         table.add_column("probabilities", no_wrap=True)
-        table.add_column("abnormal beats")
-        table.add_column("health")
+        table.add_column("abnormal", no_wrap=True, min_width=13)  # label, time in the stream, score
+        table.add_column("health", overflow="fold")  # flags one per line; a status message folds
         table.add_column("ms", justify="right", no_wrap=True)  # chunk arrival -> result published
         table.add_column("n", justify="right", no_wrap=True)
         for sid in sorted(self.beds):
             b = self.beds[sid]
-            probs = "  ".join(_prob(c, p) for c, p in b.probs.items())
-            health = b.status or (", ".join(sorted(b.flags)) if b.flags else "ok")
+            probs = "\n".join(_prob(c, p) for c, p in b.probs.items())
+            health = b.status or ("\n".join(sorted(b.flags)) if b.flags else "ok")
             style = "red" if b.status.startswith("refused") else ("yellow" if b.flags else "green")
             table.add_row(
-                sid, f"{b.t_end:.1f}", probs, "  ".join(b.intervals), f"[{style}]{health}[/]",
+                sid, f"{b.t_end:.1f}", probs, "\n".join(b.intervals), f"[{style}]{health}[/]",
                 f"{b.latency_ms:.1f}", str(b.results),
             )
         return table

@@ -441,6 +441,26 @@ def test_live_demo_runs_and_exits(tiny_model_dir):
     assert "live demo" in result.output and "demo-000-208" in result.output
 
 
+def test_dashboard_shows_every_probability_and_interval_whole_at_80_columns():
+    from rich.console import Console
+
+    from stream_ecg.subscribe import Dashboard
+    from stream_ecg.wire import Interval
+
+    board = Dashboard("stream-ecg — tcp://127.0.0.1:5556")
+    ivs = tuple(Interval(s, s + 72, lab, sc) for s, lab, sc in ((4000, "V", 0.93), (4400, "V", 0.88), (4900, "S", 0.61)))
+    for sid, probs, flags in (("demo-000-208", (0.0, 0.05, 1.0), ()), ("bed-icu-12", (0.99, 0.01, 0.0), ("lead_fallback",))):
+        board.update(Result(sid, 3600, 5600, 360.0, 10.0, 15.6, "m", "1", ("normal", "S", "V"), probs,
+                            ivs if sid.startswith("demo") else (), flags))
+    console = Console(width=80, record=True, file=io.StringIO())
+    console.print(board.render())
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    for want in ("V 11.1s 0.93", "V 12.2s 0.88", "S 13.6s 0.61", "normal 0.00", "S 0.05", "V 1.00", "normal 0.99",
+                 "demo-000-208", "bed-icu-12", "lead_fallback"):
+        assert want in text, (want, text)
+
+
 def _shipped_model() -> Path | None:
     try:
         path = default_model_dir()
