@@ -704,4 +704,4 @@ def _at_rate(r: Result, stream_id: str, fs: float, k: float) -> Result:
 
     ivs = tuple(Interval(at(iv.start), max(at(iv.end), at(iv.start) + 1), iv.label, iv.score) for iv in r.intervals)
     return Result(stream_id, at(r.window_start), max(at(r.window_end), at(r.window_start) + 1), fs, r.t_start, r.t_end,
-                  r.model_id, r.model_version, r.classes, r.probs, ivs, r.flags, r.timing)
+                  r.model_id, r.model_version, r.classes, r.probs, ivs, r.flags, r.timing, r.alarms)

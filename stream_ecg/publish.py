@@ -18,7 +18,7 @@ from .card import ModelCard
 from .postprocess import IntervalMerger
 from .wire import Interval, Result, Status, WireError, encode
 
-__all__ = ["Publisher", "build_result"]
+__all__ = ["Publisher", "alarms", "build_result"]
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,13 @@ def build_result(card: ModelCard, item: Inferred, merger: IntervalMerger, publis
         intervals=tuple(Interval(iv.start, iv.end, iv.label, iv.score) for iv in fresh),
         flags=w.flags,
         timing=timing,
+        alarms=alarms(card, item.probs),
     )
+
+
+def alarms(card: ModelCard, probs) -> tuple[str, ...]:
+    """The abnormal classes whose probability reaches the card's threshold: what the interval rules alarm on."""
+    return tuple(c for c in card.abnormal if float(probs[card.classes.index(c)]) >= card.thresholds[c])
 
 
 class Publisher:

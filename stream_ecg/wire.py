@@ -3,7 +3,8 @@
 Every message is one msgpack map ``{"v": WIRE_VERSION, "kind": ..., **fields}``. The dataclasses
 validate themselves when built and ``decode`` builds them through the same constructors, so a
 gateway cannot send what the worker would refuse. Unknown keys are ignored (newer senders within
-one version); missing keys, wrong types and out-of-range values raise ``WireError``.
+one version); missing keys, wrong types and out-of-range values raise ``WireError``, except a
+Result's ``alarms``, added within version 1, which reads as none when a sender omits it.
 """
 
 from __future__ import annotations
@@ -256,6 +257,7 @@ class Result:
     intervals: tuple[Interval, ...] = ()
     flags: tuple[str, ...] = ()
     timing: dict[str, float] = field(default_factory=dict)
+    alarms: tuple[str, ...] = ()  # the classes whose probability reached the model card's threshold in this window
 
     def __post_init__(self) -> None:
         _set(self, "stream_id", _stream_id("result.stream_id", self.stream_id))
@@ -295,6 +297,11 @@ class Result:
             key = _str("result.timing key", key, MAX_NAME_LEN)
             timing[key] = _float(f"result.timing[{key!r}]", stamp)
         _set(self, "timing", timing)
+        alarms = _names("result.alarms", self.alarms, MAX_CLASSES, MAX_NAME_LEN)
+        for name in alarms:
+            if name not in classes:
+                _fail(f"result.alarms names {name!r}, which is not one of result.classes {list(classes)}")
+        _set(self, "alarms", alarms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,6 +362,7 @@ def _result_map(r: Result) -> dict[str, Any]:
         ],
         "flags": list(r.flags),
         "timing": dict(r.timing),
+        "alarms": list(r.alarms),
     }
 
 
@@ -438,6 +446,7 @@ def _result_from(m: dict) -> Result:
         intervals=tuple(_interval_from(i, x) for i, x in enumerate(raw)),
         flags=_get(m, "result", "flags"),
         timing=_get(m, "result", "timing"),
+        alarms=m.get("alarms", ()),  # optional: senders of wire version 1 before it was added omit it
     )
 
 

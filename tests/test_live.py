@@ -183,6 +183,9 @@ def test_replayed_excerpt_gives_every_window_and_matches_the_offline_path(live, 
             t = r.timing
             assert t["received"] <= t["enqueued"] <= t["inferred"] <= t["published"]
             assert all(card.window > 0 and r.window_start <= iv.start < iv.end for iv in r.intervals)
+            # alarms are the card's thresholds applied to the published probabilities, and only they carry intervals
+            assert r.alarms == tuple(c for c in card.abnormal if r.probs[card.classes.index(c)] >= card.thresholds[c])
+            assert {iv.label for iv in r.intervals} <= set(r.alarms)
         live_probs = np.array([r.probs for r in mine])
         rec = load_record(bed.record, excerpt_dir())
         np.testing.assert_allclose(live_probs, offline_probs(model, rec, 0, n, starts), atol=1e-5)
@@ -450,8 +453,9 @@ def test_dashboard_shows_every_probability_and_interval_whole_at_80_columns():
     board = Dashboard("stream-ecg — tcp://127.0.0.1:5556")
     ivs = tuple(Interval(s, s + 72, lab, sc) for s, lab, sc in ((4000, "V", 0.93), (4400, "V", 0.88), (4900, "S", 0.61)))
     for sid, probs, flags in (("demo-000-208", (0.0, 0.05, 1.0), ()), ("bed-icu-12", (0.99, 0.01, 0.0), ("lead_fallback",))):
+        demo = sid.startswith("demo")
         board.update(Result(sid, 3600, 5600, 360.0, 10.0, 15.6, "m", "1", ("normal", "S", "V"), probs,
-                            ivs if sid.startswith("demo") else (), flags))
+                            ivs if demo else (), flags, alarms=("V",) if demo else ()))
     console = Console(width=80, record=True, file=io.StringIO())
     console.print(board.render())
     text = console.export_text()
@@ -459,6 +463,7 @@ def test_dashboard_shows_every_probability_and_interval_whole_at_80_columns():
     for want in ("V 11.1s 0.93", "V 12.2s 0.88", "S 13.6s 0.61", "normal 0.00", "S 0.05", "V 1.00", "normal 0.99",
                  "demo-000-208", "bed-icu-12", "lead_fallback"):
         assert want in text, (want, text)
+    assert "V 1.00 !" in text and "S 0.05 !" not in text and text.count("!") == 1  # marked as the publisher alarmed
 
 
 def _shipped_model() -> Path | None:
@@ -484,6 +489,11 @@ def test_shipped_model_live_intervals_equal_offline_and_cover_the_v_beats(live):
     assert col.wait_for(lambda: len(col.results("bed-")) >= 1 + (n - w.card.window) // w.card.hop)
     time.sleep(0.3)
     published = [iv for r in col.results("bed-") for iv in r.intervals]
+    card = w.card  # each Result names the classes it alarms on: the card's thresholds, and its intervals' classes
+    for r in col.results("bed-"):
+        assert r.alarms == tuple(c for c in card.abnormal if r.probs[card.classes.index(c)] >= card.thresholds[c])
+        assert {iv.label for iv in r.intervals} <= set(r.alarms)
+    assert sum("V" in r.alarms for r in col.results("bed-")) > 10
     off = run_record(load_model(_shipped_model()), load_record("208", excerpt_dir()))
     assert sorted((iv.start, iv.end, iv.label) for iv in published) == sorted((iv.start, iv.end, iv.label) for iv in off.intervals)
     tol = int(round(EC57_TOL_S * w.card.fs))

@@ -137,6 +137,7 @@ def results(draw):
         intervals=tuple(intervals),
         flags=tuple(draw(st.lists(st.sampled_from(["gap", "duplicate", "out_of_order", "resync"]), unique=True))),
         timing=draw(st.dictionaries(names, finite, max_size=4)),
+        alarms=tuple(draw(st.lists(st.sampled_from(classes), unique=True, max_size=len(set(classes))))),
     )
 
 
@@ -327,6 +328,14 @@ def test_probs_classes_length_mismatch():
         decode(pack(as_map(make_result()) | {"probs": [0.5, 0.5]}))
 
 
+def test_alarms_must_name_classes_and_may_be_missing():
+    with pytest.raises(WireError, match=r"result\.alarms names 'X', which is not one of result\.classes"):
+        decode(pack(as_map(make_result()) | {"alarms": ["X"]}))
+    m = as_map(make_result())
+    del m["alarms"]  # a sender from before the field: no alarms, not an error
+    assert decode(pack(m)).alarms == ()
+
+
 def test_bad_interval_names_its_index():
     m = as_map(make_result())
     m["intervals"][1]["end"] = m["intervals"][1]["start"]
@@ -381,5 +390,5 @@ def test_fuzz_mutated_fields(msg, data):
     else:
         m[key] = data.draw(msgpack_values)
     out = assert_decodes_or_wire_error(pack(m))
-    if action == "delete":
+    if action == "delete" and key != "alarms":  # the one optional key (test_alarms_must_name_classes_and_may_be_missing)
         assert out is None, f"decoded without {key!r}"
