@@ -10,6 +10,7 @@ import numpy as np
 
 from .card import ModelCard
 from .offline import RecordOutput
+from .postprocess import window_alarms
 from .scoring import (BeatCounts, beat_counts, detection_delays, detection_metrics, distribution, first_window_outcome,
                       unconfirmed_intervals, window_targets)
 
@@ -39,15 +40,15 @@ def score_records(outputs: list[RecordOutput], card: ModelCard, margin: int, ski
     score = {c: [] for c in card.abnormal}
     for out in outputs:
         row = {"record": out.name, "lead_fallback": out.lead_fallback}
-        for c in card.abnormal:
+        alarmed = window_alarms(card, out.probs)
+        for j, c in enumerate(card.abnormal):
             counts = beat_counts(out.beat_samples, out.beat_aami, out.intervals, c, tol, start)
             gross[c] = gross[c] + counts
             row[c] = counts.summary()
             scored = out.beat_samples >= start
             delays[c].append(detection_delays(out.beat_samples[scored], out.beat_aami[scored], out.intervals,
                                               out.first_seen, c, tol, card.window))
-            alarms = out.probs[:, card.classes.index(c)] >= card.thresholds[c]
-            fw = first_window_outcome(out.starts, card.window, alarms, out.beat_samples[scored], out.beat_aami[scored],
+            fw = first_window_outcome(out.starts, card.window, alarmed[:, j], out.beat_samples[scored], out.beat_aami[scored],
                                       out.intervals, out.first_seen, c, tol, margin)
             first[c] = {k: first[c][k] + fw[k] for k in fw}
             un = unconfirmed_intervals(out.beat_samples, out.beat_aami, out.intervals, out.first_seen, c, tol,

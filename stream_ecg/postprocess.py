@@ -43,6 +43,14 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
+def window_alarms(card: ModelCard, probs: np.ndarray) -> np.ndarray:
+    """(n, len(card.abnormal)) booleans: which of the card's abnormal classes each window alarms on (probability at or
+    above the card's threshold). The one place the thresholds are applied, for the interval rules and the wire alike."""
+    idx = [card.classes.index(c) for c in card.abnormal]
+    thr = np.array([card.thresholds[c] for c in card.abnormal])
+    return np.asarray(probs)[:, idx] >= thr
+
+
 def label_intervals(
     card: ModelCard,
     infer: InferFn,
@@ -71,7 +79,7 @@ def label_intervals(
     idx = [card.classes.index(c) for c in card.abnormal]
     thr = np.array([card.thresholds[c] for c in card.abnormal])
     keep_drop = card.interval_rule.keep_drop
-    window_alarm = probs[:, idx] >= thr
+    window_alarm = window_alarms(card, probs)
     occlude: list[tuple[int, int, int, float]] = []
     found: dict[int, np.ndarray] = {}
 

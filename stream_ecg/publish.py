@@ -15,7 +15,7 @@ import zmq
 
 from .batcher import Inferred
 from .card import ModelCard
-from .postprocess import IntervalMerger
+from .postprocess import IntervalMerger, window_alarms
 from .wire import Interval, Result, Status, WireError, encode
 
 __all__ = ["Publisher", "alarms", "build_result"]
@@ -52,9 +52,9 @@ def build_result(card: ModelCard, item: Inferred, merger: IntervalMerger, publis
     )
 
 
-def alarms(card: ModelCard, probs) -> tuple[str, ...]:
-    """The abnormal classes whose probability reaches the card's threshold: what the interval rules alarm on."""
-    return tuple(c for c in card.abnormal if float(probs[card.classes.index(c)]) >= card.thresholds[c])
+def alarms(card: ModelCard, probs: np.ndarray) -> tuple[str, ...]:
+    """One window's alarmed classes, as the interval rules see them (postprocess.window_alarms)."""
+    return tuple(c for c, on in zip(card.abnormal, window_alarms(card, np.asarray(probs)[None])[0]) if on)
 
 
 class Publisher:
