@@ -134,6 +134,24 @@ def test_select_last_trains_the_whole_schedule_and_keeps_the_end():
         TrainConfig(select="median")
 
 
+def test_scoring_validation_less_often_keeps_the_weights():
+    """`val_every` only saves time: the eval-mode passes it skips draw no random numbers and touch no BatchNorm
+    statistics, so the trained weights are the same bit for bit."""
+    rng = np.random.default_rng(1)
+    tr = _toy(64, rng)
+    va = (tr[0][:16], tr[1][:16])
+    cfg = JointModelConfig.for_method("l2", in_leads=1, pool_kernel=31, **SMALL)
+    base = dict(epochs=5, batch_size=16, lr=1e-2, seed=0, threads=1, progress=False, select="last")
+    every = train_model(cfg, TrainConfig(**base), tr, va)
+    sparse = train_model(cfg, TrainConfig(**base, val_every=3), tr, va)
+    for key, value in every.model.state_dict().items():
+        assert torch.equal(value, sparse.model.state_dict()[key]), key
+    assert [("val_loss" in h) for h in sparse.history] == [False, False, True, False, True]
+    assert sparse.history[-1]["val_loss"] == every.history[-1]["val_loss"]
+    with pytest.raises(ValueError, match="select='last'"):
+        TrainConfig(val_every=2)  # select="best" picks its epoch by the scores it would skip
+
+
 def test_ensemble_averages_members_and_round_trips_through_a_checkpoint(tmp_path):
     from trainer.model import JointEnsemble
     from trainer.train import TrainResult, load_checkpoint, save_checkpoint

@@ -47,6 +47,8 @@ def train(
     teacher: Path | None = typer.Option(None, help="bedside: a bedside checkpoint.pt (e.g. the shipped ensemble's run) whose outputs each member also learns."),
     distill: float = typer.Option(0.5, min=0.0, max=1.0, help="bedside: weight of the teacher's outputs in the loss."),
     select: str = typer.Option("best", help="best: keep the best validation epoch, stop early | last: train the whole schedule, keep the end."),
+    val_every: int = typer.Option(1, min=1, help="with --select last: score the validation windows every N-th epoch "
+                                  "and the last only (the same weights, less time)."),
     lead_dropout: float = typer.Option(0.0, min=0.0, max=1.0, help="bedside: share of training windows whose ECG leads "
                                        "are zeroed, the rhythm and residual channels kept (training only)."),
     folds: bool = typer.Option(False, help="bedside: cross-fit one member per DS1 record fold (trainer.bedside.FOLDS); "
@@ -58,7 +60,7 @@ def train(
     from .train import TrainConfig
 
     tcfg = TrainConfig(epochs=epochs, lr=lr, seed=seed, sparsity=sparsity, patience=max(4, epochs // 3), progress=sys.stderr.isatty(),
-                       select=select)
+                       select=select, val_every=val_every)
     if task == "bedside":
         from stream_ecg.dsp import DspConfig, DspError
 

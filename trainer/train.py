@@ -36,10 +36,17 @@ class TrainConfig:
     # "last": train the whole schedule and keep the end; the validation scores are then untouched by
     # selection (what cross-fitted thresholds need), and are still recorded per epoch.
     select: str = "best"
+    # With select="last" the validation scores choose nothing, so scoring them every epoch only costs time (a few
+    # minutes of a cross-fitted run): `val_every` N scores every N-th epoch and always the last. The weights
+    # are the same either way (an eval-mode pass draws no random numbers and updates no statistics).
+    val_every: int = 1
 
     def __post_init__(self) -> None:
         if self.select not in ("best", "last"):
             raise ValueError(f"select={self.select!r}: best or last")
+        if self.val_every < 1 or (self.val_every > 1 and self.select != "last"):
+            raise ValueError(f"val_every={self.val_every}: at least 1, and above 1 only with select='last' "
+                             "(select='best' chooses its epoch by the validation scores)")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -208,6 +215,9 @@ def train_model(
             total += loss.item() * len(idx)
             seen += len(idx)
             bar.set_postfix(loss=f"{total / max(seen, 1):.4f}")
+        if epoch % cfg.val_every and epoch < cfg.epochs:
+            history.append({"epoch": epoch, "train_loss": total / max(seen, 1)})
+            continue
         logits_va = predict_logits(model, x_va)[0]
         val_loss, val_acc = objective.val_loss(logits_va)
         history.append({"epoch": epoch, "train_loss": total / max(seen, 1), "val_loss": val_loss, "val_acc": val_acc})
