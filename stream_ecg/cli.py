@@ -236,12 +236,12 @@ def _print_evaluation(s: dict) -> None:
         return "n/a" if v is None else f"{100 * v:.1f}"
 
     table = Table(title=f"stream-ecg evaluate: {len(s['records'])} records, model {s['model']['name']} {s['model']['version']}")
-    for col in ("class", "beats", "Se %", "+P %", "Se % (5 min on)", "+P % (5 min on)", "window Se %", "window prec %", "AUC"):
+    for col in ("class", "beats", "Se %", "+P %", "+P % EC57", "Se % (5 min on)", "+P % (5 min on)", "window Se %", "window prec %", "AUC"):
         table.add_column(col, justify="right")
     for c in ("V", "S"):
         b, f, w = s["beat"][c], s["from_5_min"]["beat"][c], s["window"].get(c, {})
         auc = w.get("auc")
-        table.add_row(c, str(b["beats"]), pct(b["se"]), pct(b["ppv"]), pct(f["se"]), pct(f["ppv"]),
+        table.add_row(c, str(b["beats"]), pct(b["se"]), pct(b["ppv"]), pct(b.get("ppv_ec57")), pct(f["se"]), pct(f["ppv"]),
                       pct(w.get("se")), pct(w.get("precision")), "n/a" if auc is None else f"{auc:.3f}")
     console.print(table)
     g, lat, d = s["grade"], s["alarm_latency_s"], s["drops"]

@@ -109,10 +109,16 @@ def test_guard_refuses_what_it_cannot_judge(tiny_run, tiny_model_dir, tmp_path):
 
     run, *_ = tiny_run
     card = load_card(tiny_model_dir)
-    saved = {"run": str(run), "thresholds": card.thresholds, "interval_rule": card.interval_rule.to_dict(),
-             "members": [{"beat": {"V": {"f1": f}}} for f in (0.9, 0.2, 0.8)]}
+    from stream_ecg.card import sha256
+
+    saved = {"run": str(run), "checkpoint_sha256": sha256(run / "checkpoint.pt"), "thresholds": card.thresholds,
+             "interval_rule": card.interval_rule.to_dict(), "members": [{"beat": {"V": {"f1": f}}} for f in (0.9, 0.2, 0.8)]}
     (tmp_path / "check.json").write_text(json.dumps(saved))
     assert scores_from_file(tmp_path / "check.json", run, card, "V") == [0.9, 0.2, 0.8]
+    for stale in ({**saved, "checkpoint_sha256": "0" * 64}, {k: v for k, v in saved.items() if k != "checkpoint_sha256"}):
+        (tmp_path / "stale.json").write_text(json.dumps(stale))  # the same path retrained, or a check from before the sha
+        with pytest.raises(ValueError, match="did not check the members now in"):
+            scores_from_file(tmp_path / "stale.json", run, card, "V")
     other = dataclasses.replace(card, interval_rule=dataclasses.replace(card.interval_rule, premature=0.1))
     with pytest.raises(ValueError, match="another interval rule"):
         scores_from_file(tmp_path / "check.json", run, other, "V")
@@ -135,7 +141,10 @@ def test_trainer_guard_command_copies_a_run_whose_members_all_pass(tiny_run, tmp
     run, *_ = tiny_run
     model, ckpt = load_checkpoint(run / "checkpoint.pt")
     card = _run_card(ckpt)
-    saved = {"run": str(run), "thresholds": {**card.thresholds, "V": 0.65}, "interval_rule": card.interval_rule.to_dict(),
+    from stream_ecg.card import sha256
+
+    saved = {"run": str(run), "checkpoint_sha256": sha256(run / "checkpoint.pt"), "thresholds": {**card.thresholds, "V": 0.65},
+             "interval_rule": card.interval_rule.to_dict(),
              "members": [{"beat": {"V": {"f1": 0.8}}}] * 3}
     (tmp_path / "check.json").write_text(json.dumps(saved))
     args = ["guard", "--run", str(run), "--out", str(tmp_path / "g"), "--data", str(excerpt_dir()), "--thresholds", '{"V": 0.65}']

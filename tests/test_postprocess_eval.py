@@ -5,7 +5,7 @@ import pytest
 
 from stream_ecg.card import load_card
 from stream_ecg.postprocess import IntervalMerger, LabelledInterval, label_intervals
-from stream_ecg.scoring import (beat_counts, detection_delays, detection_metrics, distribution, first_window_outcome,
+from stream_ecg.scoring import (BeatCounts, beat_counts, detection_delays, detection_metrics, distribution, first_window_outcome,
                                  unconfirmed_intervals, window_targets)
 
 TOL = 54  # 150 ms at 360 Hz
@@ -123,6 +123,26 @@ def test_beat_counts_miss_false_alarm_and_the_150ms_edge():
     late = beat_counts(beats, cls, [LabelledInterval(2000 + TOL + 1, 2100, "V", 0.9)], "V", TOL)
     assert late.beats_found == 0 and late.intervals_confirmed == 0
     assert c.summary()["se"] == pytest.approx(2 / 3) and c.summary()["ppv"] == pytest.approx(2 / 3)
+
+
+def test_beat_counts_leave_out_what_ec57_does_not_count():
+    """bxb's VEB +P leaves V calls on fusion (F) and unclassifiable (Q) beats out; its SVEB +P counts an S call on
+    an F beat as false. An interval that also lit a normal beat stays false."""
+    beats = np.array([1000, 2000, 3000, 3100, 4000, 5000])
+    cls = np.array(["V", "F", "F", "N", "Q", "N"])
+    v = [LabelledInterval(980, 1020, "V", 0.9),  # confirmed
+         LabelledInterval(1990, 2010, "V", 0.9),  # on an F beat only: not counted
+         LabelledInterval(3000, 3100, "V", 0.9),  # F and N: false
+         LabelledInterval(3990, 4010, "V", 0.9),  # Q only: not counted
+         LabelledInterval(4500, 4510, "V", 0.9)]  # no beat at all: false
+    c = beat_counts(beats, cls, v, "V", TOL).summary()
+    assert (c["intervals"], c["ec57_excluded"]) == (5, 2)
+    assert c["ppv"] == pytest.approx(1 / 5) and c["ppv_ec57"] == pytest.approx(1 / 3)
+    s = beat_counts(beats, cls, [LabelledInterval(1990, 2010, "S", 0.9), LabelledInterval(3990, 4010, "S", 0.9)], "S", TOL)
+    assert (s.intervals_excluded, s.summary()["ppv_ec57"]) == (1, 0.0)  # S on F is false, S on Q not counted
+    late = beat_counts(beats, cls, v, "V", TOL, start=3500).summary()  # scoring from `start`: the Q interval only
+    assert (late["intervals"], late["ec57_excluded"]) == (2, 1)
+    assert (BeatCounts(1, 1, 1, 3, 1) + BeatCounts(0, 1, 0, 1, 1)).summary()["ppv_ec57"] == pytest.approx(1 / 2)
 
 
 def test_detection_delay_counts_from_the_first_window_that_covered_the_beat():

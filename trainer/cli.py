@@ -212,6 +212,19 @@ def recard(
 
 
 @app.command()
+def reevaluate(
+    model: Path = typer.Option(..., "--model", help="A shipped model folder (card.json and its files)."),
+    data: Path | None = typer.Option(None, help="MIT-BIH directory for the DS2 evaluation."),
+    results: Path = typer.Option(Path("docs/results"), help="Where bedside_ds2.json goes."),
+) -> None:
+    """A shipped model's DS2 evaluation again with the current scoring: new card metrics and README, same model files."""
+    from .ship import reevaluate as reevaluate_model
+
+    card = reevaluate_model(model, _command(), data, results)
+    typer.echo(json.dumps(card["metrics"], indent=2, default=float))
+
+
+@app.command()
 def validate(
     run: Path = typer.Option(Path("runs/bedside"), help="The training run (checkpoint.pt) whose held-out records to score."),
     model_dir: Path | None = typer.Option(None, "--model", help="Take thresholds and interval rule from this exported card (default: the run's)."),
@@ -353,8 +366,10 @@ def member_check(
         ev = score_records(outputs, card, cfg.margin)
         rows.append({"member": k, "seed": seeds[k] if seeds else None, "records": [o.name for o in outputs],
                      "beat": {c: {**ev["beat"][c], "f1": _record_f1(ev["beat"][c])} for c in card.abnormal}})
-    _emit({"run": str(run), "thresholds": card.thresholds, "interval_rule": card.interval_rule.to_dict(),
-           "members": rows, "command": _command()}, out)
+    from stream_ecg.card import sha256
+
+    _emit({"run": str(run), "checkpoint_sha256": sha256(run / "checkpoint.pt"), "thresholds": card.thresholds,
+           "interval_rule": card.interval_rule.to_dict(), "members": rows, "command": _command()}, out)
 
 
 @app.command()

@@ -48,10 +48,16 @@ def training_f1(outputs: list[RecordOutput], card: ModelCard, margin: int, cls: 
 
 def scores_from_file(path: Path, run: Path, card: ModelCard, cls: str) -> list[float]:
     """Each member's training-record beat F1 from a saved `trainer member-check` output, refused unless it checked
-    this run with this card's thresholds and interval rule (a check under other rules would judge another model)."""
+    this run's very checkpoint (its sha256: a run retrained at the same path, e.g. on another CPU model, has other
+    members) with this card's thresholds and interval rule (a check under other rules would judge another model)."""
+    from stream_ecg.card import sha256
+
     d = json.loads(Path(path).read_text())
     if Path(d["run"]) != Path(run):
         raise ValueError(f"{path} checked {d['run']}, not {run}")
+    if d.get("checkpoint_sha256") != sha256(Path(run) / "checkpoint.pt"):
+        raise ValueError(f"{path} did not check the members now in {run}/checkpoint.pt (its sha256 differs or, from an "
+                         "older member-check, is not recorded); run `trainer member-check` on this run again")
     if d["thresholds"] != card.thresholds or d["interval_rule"] != card.interval_rule.to_dict():
         raise ValueError(f"{path} checked {run} under other thresholds or another interval rule than the guard's card")
     return [m["beat"][cls]["f1"] for m in d["members"]]

@@ -257,6 +257,19 @@ def ship(run: Path, out: Path, name: str, version: str, command: str, data_dir=N
     return _write_card(out, card)
 
 
+def reevaluate(model_dir: Path, command: str, data_dir=None, results: Path = Path("docs/results"),
+               margin: int = BedsideConfig.margin) -> dict:
+    """A shipped model's DS2 evaluation run again with the current scoring (the same model files, checksums verified):
+    its card's metrics and README and `results`/bedside_ds2.json are rewritten, nothing else. Why: when the scoring
+    gains a measure (EC57's +P), a shipped model gets it without a new version of a model that did not change."""
+    from stream_ecg.card import load_card
+
+    load_card(model_dir)  # refuses a folder whose files do not match its card
+    card = json.loads((Path(model_dir) / CARD_FILE).read_text())
+    card["metrics"] = _ds2_metrics(Path(model_dir), data_dir, margin, card["name"], command, results)
+    return _write_card(Path(model_dir), card)
+
+
 def recard(source: Path, out: Path, name: str, version: str, command: str, rule: dict, data_dir=None,
            evaluate: bool = True, results: Path = Path("docs/results"), margin: int = BedsideConfig.margin,
            thresholds: dict | None = None, reference: str | None = None) -> dict:
@@ -307,10 +320,11 @@ def _ds2_metrics(out: Path, data_dir, margin: int, name: str, command: str, resu
     (results / "bedside_ds2.json").write_text(json.dumps({**ev, "model": name, "command": command}, indent=2, default=float))
     return {
         "ds2": {
-            "beat": {c: {"se": w["beat"][c]["se"], "ppv": w["beat"][c]["ppv"]} for c in ABNORMAL},
+            "beat": {c: {k: w["beat"][c][k] for k in ("se", "ppv", "ppv_ec57")} for c in ABNORMAL},
             "window": {c: {k: w["window"][c][k] for k in ("se", "precision", "auc")} for c in ABNORMAL},
-            "beat_from_5_min": {c: {"se": ev["from_5_min"]["beat"][c]["se"], "ppv": ev["from_5_min"]["beat"][c]["ppv"]} for c in ABNORMAL},
+            "beat_from_5_min": {c: {k: ev["from_5_min"]["beat"][c][k] for k in ("se", "ppv", "ppv_ec57")} for c in ABNORMAL},
             "evaluation_seconds": ev["seconds"],
+            "command": command,
         }
     }
 
@@ -367,15 +381,18 @@ def model_readme(card: dict) -> str:
         lines += [
             "## DS2 (inter-patient, never seen in training), offline through the runtime's code path",
             "",
-            "| class | beat Se | beat +P | window Se | window precision | window AUC |",
-            "| --- | --- | --- | --- | --- | --- |",
+            "| class | beat Se | beat +P | beat +P (EC57) | window Se | window precision | window AUC |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
             *[
-                f"| {c} | {_pct(m['beat'][c]['se'])} | {_pct(m['beat'][c]['ppv'])} | {_pct(m['window'][c]['se'])} | "
+                f"| {c} | {_pct(m['beat'][c]['se'])} | {_pct(m['beat'][c]['ppv'])} | {_pct(m['beat'][c].get('ppv_ec57'))} | "
+                f"{_pct(m['window'][c]['se'])} | "
                 f"{_pct(m['window'][c]['precision'])} | {m['window'][c]['auc']:.3f} |"
                 for c in card["abnormal"]
             ],
             "",
-            "de Chazal 2004 (same DS1/DS2 split): VEB Se 77.7 % +P 81.9 %; SVEB Se 75.9 % +P 38.5 %.",
+            "de Chazal 2004 (same DS1/DS2 split): VEB Se 77.7 % +P 81.9 %; SVEB Se 75.9 % +P 38.5 %. Beat +P counts every "
+            "published interval; +P (EC57) leaves out, as EC57 and de Chazal do, V intervals that lit only fusion or "
+            "unclassifiable beats and S intervals that lit only unclassifiable ones (stream_ecg.scoring.EC57_NOT_COUNTED).",
             "",
         ]
     if "latency_ms" in card:
