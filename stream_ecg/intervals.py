@@ -55,6 +55,9 @@ class IntervalRule:
     # rhythm.RecentRhythm; postprocess.stream_irregularity) <= regular_stream. 0: off.
     regular_stream: float = 0.0
     regular_context: int = 10800  # samples; 30 s at 360 Hz
+    # > 0: S intervals are published only in windows whose first lead has a kurtosis (quality.kurtosis_sqi, normal = 3)
+    # of at least min_kurtosis: noise hides and fakes the P waves and timings an S call rests on. 0: off.
+    min_kurtosis: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:
@@ -69,6 +72,8 @@ class IntervalRule:
             raise ValueError(f"distinct={self.distinct} must be >= 0")
         if self.regular < 0.0:
             raise ValueError(f"regular={self.regular} must be >= 0")
+        if self.min_kurtosis < 0.0:
+            raise ValueError(f"min_kurtosis={self.min_kurtosis} must be >= 0")
         if self.regular_stream < 0.0 or self.regular_context < 1:
             raise ValueError(f"regular_stream={self.regular_stream} must be >= 0 and regular_context >= 1")
         if not 0.0 <= self.premature < 1.0 or self.premature_reach < 0:

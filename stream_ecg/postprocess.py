@@ -20,6 +20,7 @@ import numpy as np
 
 from .card import ModelCard
 from .intervals import attention_to_intervals, distinct_beats, onto_premature, premature_beats, rr_irregularity, snap_to_beats
+from .quality import kurtosis_sqi
 from .rhythm import RecentRhythm, r_peaks
 
 InferFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -132,6 +133,10 @@ def label_intervals(
     if rule.regular_stream > 0 and PREMATURE_CLASS in card.abnormal:
         for i in np.flatnonzero(np.asarray(irregular) > rule.regular_stream):
             out[i] = [iv for iv in out[i] if iv.label != PREMATURE_CLASS]
+    if rule.min_kurtosis > 0 and PREMATURE_CLASS in card.abnormal:
+        for i in range(len(out)):
+            if any(iv.label == PREMATURE_CLASS for iv in out[i]) and not kurtosis_sqi(x[i, 0]) >= rule.min_kurtosis:
+                out[i] = [iv for iv in out[i] if iv.label != PREMATURE_CLASS]  # NaN (a flat lead) fails too
     if card.interval_rule.distinct > 0 and DISTINCT_CLASS in card.abnormal:
         for i in range(len(out)):
             if any(iv.label == DISTINCT_CLASS for iv in out[i]):

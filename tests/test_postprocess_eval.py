@@ -351,6 +351,42 @@ def test_regular_publishes_s_intervals_only_in_regular_windows():
     assert [(iv.start, iv.end, iv.label) for iv in out[0]] == [(764, 836, "S")]
 
 
+def test_kurtosis_sqi_tells_ecg_from_noise():
+    from stream_ecg.quality import kurtosis_sqi
+
+    ecg = _premature_window()[0, 0]  # narrow QRS spikes on a flat line
+    noise = np.random.default_rng(0).normal(size=2000)
+    assert kurtosis_sqi(ecg) > 10 and kurtosis_sqi(noise) == pytest.approx(3.0, abs=0.3)
+    assert kurtosis_sqi(ecg * 7.0 + 2.0) == pytest.approx(kurtosis_sqi(ecg))  # scale-free: the z-score leaves it alone
+    assert np.isnan(kurtosis_sqi(np.zeros(2000))) and np.isnan(kurtosis_sqi(np.full(2000, np.nan)))
+
+
+def test_min_kurtosis_drops_s_intervals_in_noisy_windows_and_keeps_v():
+    att = np.zeros((1, 2000), np.float32)
+    att[0, 780:830] = 1.0  # on the early beat at 800
+    att[0, 1180:1240] = 0.9  # on the beat at 1200, which the model gives to V
+    probs = np.array([[0.05, 0.9, 0.9]], np.float32)
+
+    def infer(batch):  # without candidate 0 the S probability collapses; without candidate 1 the V one does
+        return np.array([[0.5, 0.05, 0.9], [0.5, 0.9, 0.1]], np.float32), np.zeros((len(batch), 2000), np.float32)
+
+    def lit(rule, x):
+        return [(iv.start, iv.end, iv.label) for iv in label_intervals(_premature_card(rule), infer, x, probs, att)[0]]
+
+    clean = _premature_window()
+    noisy = clean.copy()
+    noisy[0, 0] += np.random.default_rng(1).normal(0, 0.3, 2000).astype(np.float32)  # same beats, same rhythm channels
+    rule = {"premature": 0.1, "min_kurtosis": 5.0}
+    assert lit(rule, clean) == [(764, 836, "S"), (1180, 1240, "V")]
+    assert lit(rule, noisy) == [(1180, 1240, "V")]
+    assert [iv[2] for iv in lit({"premature": 0.1}, noisy)] == ["S", "V"]  # off: the noisy window keeps its S interval
+    flat = clean.copy()
+    flat[0, 0] = 0.0
+    assert [iv.label for iv in label_intervals(_premature_card(rule), infer, flat, probs, att)[0]] == ["V"]
+    with pytest.raises(ValueError, match="min_kurtosis"):
+        _premature_card({"min_kurtosis": -1.0})
+
+
 def _stream(rr: list[int], fs: float = 360.0) -> tuple[np.ndarray, np.ndarray]:
     """One lead of narrow spikes after the RRs `rr`, cut into the windows (hop 360) a stream emits, as the model eats them."""
     from stream_ecg.dsp import DspConfig, window_input

@@ -70,6 +70,13 @@ REGULAR_STREAM_LIMITS = (
 )
 
 
+KURTOSIS_LIMITS = (
+    " S intervals are published only in windows whose first lead looks like clean ECG (kurtosis >= "
+    "interval_rule.min_kurtosis): in noise, but also where wide or frequent QRS complexes flatten the kurtosis "
+    "(bundle branch block, fast rates), S beats can go unmarked though the window's S probability still alarms."
+)
+
+
 def rule_limits(limits: str, rule: IntervalRule) -> str:
     """The card's limits with the sentences its interval rule adds (once each), so a recarded model states them too."""
     if rule.premature > 0 and PREMATURE_LIMITS not in limits:
@@ -78,6 +85,8 @@ def rule_limits(limits: str, rule: IntervalRule) -> str:
         limits += REGULAR_LIMITS
     if rule.regular_stream > 0 and REGULAR_STREAM_LIMITS not in limits:
         limits += REGULAR_STREAM_LIMITS
+    if rule.min_kurtosis > 0 and KURTOSIS_LIMITS not in limits:
+        limits += KURTOSIS_LIMITS
     return limits
 
 
@@ -106,6 +115,8 @@ INTERVAL_LABELLING = (
     "with interval_rule.regular_stream > 0 they are published only if the same measure over the stream's RRs whose "
     "later R peak lies in the regular_context samples ending with the window (each beat once, per-stream state: "
     "stream_ecg.rhythm.RecentRhythm, stream_ecg.postprocess.stream_irregularity) is <= regular_stream; "
+    "with interval_rule.min_kurtosis > 0 a window's S intervals are published only if its first lead's kurtosis "
+    "(stream_ecg.quality.kurtosis_sqi, normal = 3) is >= min_kurtosis; "
     "score = window class probability x the interval's normalised attention peak"
 )
 
