@@ -552,3 +552,18 @@ def test_beat_summary_gives_the_mean_beat_f1_the_rules_compare():
     result = CliRunner().invoke(app, ["summary", "--files", str(f)])
     assert result.exit_code == 0, result.output
     assert round(json.loads(result.output)["files"][str(f)][1]["mean_beat_f1"], 4) == 0.5219
+
+
+def test_records_cut_in_worker_processes_equal_the_serial_cut():
+    import dataclasses
+
+    from stream_ecg.dsp import DspConfig
+    from trainer.bedside import windows_of
+
+    cfg = BedsideConfig(dsp=DspConfig(rhythm=True), leads=("MLII", "chest"))
+    jobs = [("208", 360, 1.0), ("100", 360, 1.0), ("208", 720, 1.1)]
+    serial, parallel = windows_of(jobs, cfg, excerpt_dir(), workers=1), windows_of(jobs, cfg, excerpt_dir(), workers=2)
+    assert [p.record[0] for p in parallel] == ["208", "100", "208"] and parallel[2].stretch[0] == np.float32(1.1)
+    for a, b in zip(serial, parallel):
+        for f in dataclasses.fields(a):
+            np.testing.assert_array_equal(getattr(a, f.name), getattr(b, f.name))

@@ -154,13 +154,32 @@ def select(ws: WindowSet, keep: np.ndarray) -> WindowSet:
     return WindowSet(*(getattr(ws, f.name)[keep] for f in dataclasses.fields(WindowSet)))
 
 
-def ds1_windows(cfg: BedsideConfig, data_dir=None) -> WindowSet:
+def ds1_windows(cfg: BedsideConfig, data_dir=None, workers: int = 2) -> WindowSet:
     """Every DS1 record at the dense training hop (the runtime-hop windows are a subset of them), then with
-    `cfg.stretch` each record replayed at each factor, at `cfg.stretch_hop`."""
+    `cfg.stretch` each record replayed at each factor, at `cfg.stretch_hop`. Records are cut in `workers`
+    processes (the same windows, in the same order: each record is a pure function of its file)."""
     if cfg.hop % cfg.train_hop:
         raise ValueError(f"hop {cfg.hop} must be a multiple of train_hop {cfg.train_hop}: validation windows come from its grid")
-    return concat([record_windows(r, cfg, cfg.train_hop, data_dir) for r in DS1]
-                  + [record_windows(r, cfg, cfg.stretch_hop, data_dir, f) for f in cfg.stretch for r in DS1])
+    jobs = [(r, cfg.train_hop, 1.0) for r in DS1] + [(r, cfg.stretch_hop, f) for f in cfg.stretch for r in DS1]
+    return concat(windows_of(jobs, cfg, data_dir, workers))
+
+
+def windows_of(jobs: list[tuple[str, int, float]], cfg: BedsideConfig, data_dir=None, workers: int = 2) -> list[WindowSet]:
+    """`record_windows` of each (record, hop, stretch), in order; in `workers` spawned processes when above 1 (DSP and
+    R-peak detection are single-threaded numpy: a few minutes of a training run on one core)."""
+    if workers <= 1 or len(jobs) < 2:
+        return [record_windows(r, cfg, hop, data_dir, f) for r, hop, f in jobs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn, not fork: the parent may already hold torch's thread pools, which a forked child must not inherit
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(_record_job, [(r, cfg, hop, data_dir, f) for r, hop, f in jobs]))
+
+
+def _record_job(job: tuple) -> WindowSet:
+    name, cfg, hop, data_dir, stretch = job
+    return record_windows(name, cfg, hop, data_dir, stretch)
 
 
 def split(ds1: WindowSet, held_out: tuple[str, ...], hop: int) -> tuple[WindowSet, WindowSet]:
