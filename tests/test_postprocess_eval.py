@@ -329,10 +329,11 @@ def test_rr_irregularity_sets_early_beats_aside_and_reads_the_rest():
     assert rr_irregularity(np.array([0.0, -0.3, 0.2])) == 0.0  # too few RRs to judge
 
 
-def test_regular_publishes_s_intervals_only_in_regular_windows():
+def _s_and_v_labeller(s_span: tuple[int, int], v_span: tuple[int, int]):
+    """lit(rule, x): the intervals of a window alarming S and V, attention on `s_span` (an early beat) and `v_span`."""
     att = np.zeros((1, 2000), np.float32)
-    att[0, 230:280] = 1.0  # on the early beat at 255
-    att[0, 1120:1170] = 0.9  # on the beat at 1145, which the model gives to V
+    att[0, s_span[0] : s_span[1]] = 1.0
+    att[0, v_span[0] : v_span[1]] = 0.9
     probs = np.array([[0.05, 0.9, 0.9]], np.float32)
 
     def infer(batch):  # without candidate 0 the S probability collapses; without candidate 1 the V one does
@@ -341,6 +342,11 @@ def test_regular_publishes_s_intervals_only_in_regular_windows():
     def lit(rule, x):
         return [(iv.start, iv.end, iv.label) for iv in label_intervals(_premature_card(rule), infer, x, probs, att)[0]]
 
+    return lit
+
+
+def test_regular_publishes_s_intervals_only_in_regular_windows():
+    lit = _s_and_v_labeller((230, 280), (1120, 1170))  # on the early beat at 255, and the beat at 1145 the model gives to V
     x = _irregular_window()
     assert lit({"premature": 0.1, "regular": 0.12}, x) == [(219, 291, "S"), (1120, 1170, "V")]
     assert lit({"premature": 0.1, "regular": 0.08}, x) == [(1120, 1170, "V")]  # irregular: the S interval goes, V stays
@@ -362,17 +368,7 @@ def test_kurtosis_sqi_tells_ecg_from_noise():
 
 
 def test_min_kurtosis_drops_s_intervals_in_noisy_windows_and_keeps_v():
-    att = np.zeros((1, 2000), np.float32)
-    att[0, 780:830] = 1.0  # on the early beat at 800
-    att[0, 1180:1240] = 0.9  # on the beat at 1200, which the model gives to V
-    probs = np.array([[0.05, 0.9, 0.9]], np.float32)
-
-    def infer(batch):  # without candidate 0 the S probability collapses; without candidate 1 the V one does
-        return np.array([[0.5, 0.05, 0.9], [0.5, 0.9, 0.1]], np.float32), np.zeros((len(batch), 2000), np.float32)
-
-    def lit(rule, x):
-        return [(iv.start, iv.end, iv.label) for iv in label_intervals(_premature_card(rule), infer, x, probs, att)[0]]
-
+    lit = _s_and_v_labeller((780, 830), (1180, 1240))  # on the early beat at 800, and the beat at 1200 the model gives to V
     clean = _premature_window()
     noisy = clean.copy()
     noisy[0, 0] += np.random.default_rng(1).normal(0, 0.3, 2000).astype(np.float32)  # same beats, same rhythm channels
@@ -382,7 +378,7 @@ def test_min_kurtosis_drops_s_intervals_in_noisy_windows_and_keeps_v():
     assert [iv[2] for iv in lit({"premature": 0.1}, noisy)] == ["S", "V"]  # off: the noisy window keeps its S interval
     flat = clean.copy()
     flat[0, 0] = 0.0
-    assert [iv.label for iv in label_intervals(_premature_card(rule), infer, flat, probs, att)[0]] == ["V"]
+    assert [iv[2] for iv in lit(rule, flat)] == ["V"]
     with pytest.raises(ValueError, match="min_kurtosis"):
         _premature_card({"min_kurtosis": -1.0})
 
