@@ -236,7 +236,7 @@ def _print_evaluation(s: dict) -> None:
         return "n/a" if v is None else f"{100 * v:.1f}"
 
     table = Table(title=f"stream-ecg evaluate: {len(s['records'])} records, model {s['model']['name']} {s['model']['version']}")
-    for col in ("class", "beats", "Se %", "+P %", "+P % EC57", "Se % (5 min on)", "+P % (5 min on)", "window Se %", "window prec %", "AUC"):
+    for col in ("class", "beats", "Se %", "+P %", "+P % EC57", "Se % from 5 min", "+P % from 5 min", "win Se %", "win prec %", "AUC"):
         table.add_column(col, justify="right")
     for c in ("V", "S"):
         b, f, w = s["beat"][c], s["from_5_min"]["beat"][c], s["window"].get(c, {})
