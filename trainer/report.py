@@ -137,9 +137,10 @@ def bedside_section(res: Path) -> list[str]:
     for c in ("V", "S"):
         b, b5, win = w["beat"][c], f5["beat"][c], w["window"][c]
         rows.append([c, _pct(b["se"]), _pct(b["ppv"]), _pct(b.get("ppv_ec57")), _pct(b5["se"]), _pct(b5["ppv"]),
-                     _pct(win["se"]), _pct(win["precision"]),
+                     _pct(b5.get("ppv_ec57")), _pct(win["se"]), _pct(win["precision"]),
                      f"{win['auc']:.3f}", f"{_pct(DE_CHAZAL[c]['se'])} / {_pct(DE_CHAZAL[c]['ppv'])}"])
-    out += [*_table(["class", "beat Se", "beat +P", "beat +P (EC57)", "beat Se (from 5 min)", "beat +P (from 5 min)", "window Se", "window precision",
+    out += [*_table(["class", "beat Se", "beat +P", "beat +P (EC57)", "beat Se (from 5 min)", "beat +P (from 5 min)",
+                     "beat +P (EC57, from 5 min)", "window Se", "window precision",
                      "window AUC", "de Chazal 2004 Se / +P"], rows), ""]
     others = [(f"{e['model']} (top level)", e) for e in [_load(res, "bedside_ds2.json")] if e and source != "bedside_ds2.json"]
     earlier = others + [(p.parent.name, e) for p in sorted(res.glob("*/bedside_ds2.json"))
