@@ -44,11 +44,15 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
+def _abnormal_columns(card: ModelCard) -> tuple[list[int], np.ndarray]:
+    """The probability column of each of the card's abnormal classes, and its threshold, in `card.abnormal`'s order."""
+    return [card.classes.index(c) for c in card.abnormal], np.array([card.thresholds[c] for c in card.abnormal])
+
+
 def window_alarms(card: ModelCard, probs: np.ndarray) -> np.ndarray:
     """(n, len(card.abnormal)) booleans: which of the card's abnormal classes each window alarms on (probability at or
     above the card's threshold). The one place the thresholds are applied, for the interval rules and the wire alike."""
-    idx = [card.classes.index(c) for c in card.abnormal]
-    thr = np.array([card.thresholds[c] for c in card.abnormal])
+    idx, thr = _abnormal_columns(card)
     return np.asarray(probs)[:, idx] >= thr
 
 
@@ -77,8 +81,7 @@ def label_intervals(
     if rule.regular_stream > 0 and PREMATURE_CLASS in card.abnormal and (irregular is None or len(irregular) != len(x)):
         raise ValueError("interval_rule.regular_stream needs each window's stream irregularity (stream_irregularity)")
     out: list[list[LabelledInterval]] = [[] for _ in range(len(x))]
-    idx = [card.classes.index(c) for c in card.abnormal]
-    thr = np.array([card.thresholds[c] for c in card.abnormal])
+    idx, thr = _abnormal_columns(card)  # the occlusion step weighs each class's drop against its threshold
     keep_drop = card.interval_rule.keep_drop
     window_alarm = window_alarms(card, probs)
     occlude: list[tuple[int, int, int, float]] = []
