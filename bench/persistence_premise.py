@@ -1,0 +1,69 @@
+"""Exploration (reported only): how many successive windows light each published interval of bedside-v9.1, out of
+fold on DS1?
+
+Each beat sits in about five overlapping windows (5.6 s windows, 1 s hop). `IntervalMerger` publishes a beat's
+interval from the first window that lights it and folds the later re-detections into it; this counts them. If false
+intervals were mostly lit once and right ones many times, publishing only on a second window's confirmation would
+raise +P, at up to one hop of extra alarm latency.
+
+Usage: .venv/bin/python bench/persistence_premise.py runs/v9   (runs/v9 from `trainer unpack --model edge_models/bedside-v9`)
+"""
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import stream_ecg.offline as offline  # noqa: E402
+from stream_ecg.card import load_card  # noqa: E402
+from stream_ecg.evaluation import EC57_TOL_S  # noqa: E402
+from stream_ecg.postprocess import IntervalMerger  # noqa: E402
+from trainer.validation import held_out_outputs  # noqa: E402
+
+
+class CountingMerger(IntervalMerger):
+    """The runtime's merger, unchanged, that also counts the windows folded into each interval it published."""
+
+    made: list["CountingMerger"] = []  # in creation order: one per record, as held_out_outputs runs them
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.hits: dict[tuple[str, int], int] = {}  # (label, published start) -> windows that lit it
+        self.entry: dict[int, tuple[list, tuple[str, int]]] = {}
+        CountingMerger.made.append(self)
+
+    def add(self, intervals):
+        new = super().add(intervals)
+        fresh = list(self.seen)[len(self.seen) - len(new):] if new else []
+        for m, iv in zip(fresh, new):  # new entries are appended in the order `new` lists them
+            self.entry[id(m)] = (m, (iv.label, iv.start))
+            self.hits[iv.label, iv.start] = 1
+        for iv in intervals:
+            if iv not in new:
+                m = next((m for m in self.seen if m[2] == iv.label and self._same(m, iv)), None)
+                if m is not None and id(m) in self.entry:
+                    self.hits[self.entry[id(m)][1]] += 1
+        return new
+
+
+offline.IntervalMerger = CountingMerger  # run_record builds its merger by this name
+card = load_card(Path("edge_models/bedside-v9.1"))  # the default's rules on bedside-v9's files
+outs = held_out_outputs(Path(sys.argv[1]), card)
+tol = int(round(EC57_TOL_S * card.fs))
+rows = []
+for o, merger in zip(outs, CountingMerger.made):
+    for iv in o.intervals:  # confirmed as beat_counts confirms: a beat of its class within tol
+        pos = o.beat_samples[o.beat_aami == iv.label]
+        rows.append((o.name, iv.label, bool(np.any((pos >= iv.start - tol) & (pos < iv.end + tol))), merger.hits[iv.label, iv.start]))
+
+for c in ("V", "S"):
+    ok = np.array([r[3] for r in rows if r[1] == c and r[2]])
+    bad = np.array([r[3] for r in rows if r[1] == c and not r[2]])
+    print(c, "confirmed", len(ok), "false", len(bad))
+    for k in range(1, int(max(ok.max(), bad.max())) + 1):
+        print(f"  lit by {k} window(s): confirmed {np.sum(ok == k)}, false {np.sum(bad == k)}")
+    for rec in sorted({r[0] for r in rows}):
+        b = [r[3] for r in rows if r[0] == rec and r[1] == c and not r[2]]
+        g = [r[3] for r in rows if r[0] == rec and r[1] == c and r[2]]
+        if len(b) > 15:
+            print("   ", rec, "false", len(b), "lit once", sum(x == 1 for x in b), "| confirmed", len(g), "lit once", sum(x == 1 for x in g))
