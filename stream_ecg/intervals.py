@@ -58,6 +58,10 @@ class IntervalRule:
     # > 0: S intervals are published only in windows whose first lead has a kurtosis (quality.kurtosis_sqi, normal = 3)
     # of at least min_kurtosis: noise hides and fakes the P waves and timings an S call rests on. 0: off.
     min_kurtosis: float = 0.0
+    # an interval is published once this many windows have lit it (postprocess.IntervalMerger): successive windows
+    # overlap, so a beat is seen about window / hop times, and a lone window's call is the likeliest to be wrong.
+    # Costs up to confirm - 1 hops of alarm latency. 1: the first window that lights it publishes it.
+    confirm: int = 1
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:
@@ -72,6 +76,8 @@ class IntervalRule:
             raise ValueError(f"distinct={self.distinct} must be >= 0")
         if self.regular < 0.0:
             raise ValueError(f"regular={self.regular} must be >= 0")
+        if self.confirm < 1:
+            raise ValueError(f"confirm={self.confirm} must be >= 1")
         if self.min_kurtosis < 0.0:
             raise ValueError(f"min_kurtosis={self.min_kurtosis} must be >= 0")
         if self.regular_stream < 0.0 or self.regular_context < 1:

@@ -45,7 +45,7 @@ def run_record(model: InferenceModel, rec: Record, batch: int = 64) -> RecordOut
     card = model.card
     sig, fallback = model_input(card.leads, card.dsp, rec)
     starts = window_starts(sig.shape[1], card.window, card.hop)
-    merger = IntervalMerger(horizon=2 * card.window)
+    merger = IntervalMerger.for_card(card)
     history, recent = card.dsp.new_history(), new_recent(card)
     probs, published, first_seen = [], [], []
     for i in range(0, len(starts), batch):

@@ -200,30 +200,48 @@ def _premature(card: ModelCard, x: np.ndarray, peaks: np.ndarray, prob: float, a
 
 
 class IntervalMerger:
-    """Per-stream memory of published intervals so an overlapping re-detection is not re-published.
+    """Per-stream memory of intervals so an overlapping re-detection is not re-published.
 
     An interval overlapping a remembered one of the same label by at least `min_overlap` of the
     shorter of the two is the same beat: it extends the remembered one (and raises its best score)
-    but is not reported again. Memory is bounded by `horizon` samples behind the newest interval.
+    and counts one more window that lit it. A remembered interval is published once `confirm` windows
+    have lit it (1: at once, as it arrives), with the extent and best score those windows gave it, and
+    never again. Memory is bounded by `horizon` samples behind the newest interval; an interval that
+    leaves it unconfirmed is never published (`unconfirmed` counts them).
     """
 
-    def __init__(self, horizon: int, min_overlap: float = 0.3):
-        self.horizon, self.min_overlap = horizon, min_overlap
-        self.seen: deque[list] = deque()
+    def __init__(self, horizon: int, min_overlap: float = 0.3, confirm: int = 1):
+        if confirm < 1:
+            raise ValueError(f"confirm={confirm} must be >= 1")
+        self.horizon, self.min_overlap, self.confirm = horizon, min_overlap, confirm
+        self.seen: deque[list] = deque()  # [start, end, label, best score, windows that lit it, published]
+        self.unconfirmed = 0
+
+    @classmethod
+    def for_card(cls, card: ModelCard) -> "IntervalMerger":
+        """The merger a stream of this card uses, live and offline alike."""
+        return cls(horizon=2 * card.window, confirm=card.interval_rule.confirm)
 
     def add(self, intervals: list[LabelledInterval]) -> list[LabelledInterval]:
-        new = []
+        """One window's intervals (absolute samples) in; the intervals published by this window out."""
+        new, lit = [], set()
         for iv in sorted(intervals, key=lambda v: v.start):
             match = next((m for m in self.seen if m[2] == iv.label and self._same(m, iv)), None)
             if match is None:
-                self.seen.append([iv.start, iv.end, iv.label, iv.score])
-                new.append(iv)
+                match = [iv.start, iv.end, iv.label, iv.score, 0, False]
+                self.seen.append(match)
             else:
                 match[0], match[1], match[3] = min(match[0], iv.start), max(match[1], iv.end), max(match[3], iv.score)
+            if id(match) not in lit:  # one window lighting one beat twice counts once
+                lit.add(id(match))
+                match[4] += 1
+            if not match[5] and match[4] >= self.confirm:
+                match[5] = True
+                new.append(LabelledInterval(match[0], match[1], match[2], float(match[3])))
         if self.seen:
             newest = max(m[1] for m in self.seen)
             while self.seen and self.seen[0][1] < newest - self.horizon:
-                self.seen.popleft()
+                self.unconfirmed += not self.seen.popleft()[5]
         return new
 
     def _same(self, m: list, iv: LabelledInterval) -> bool:

@@ -1,7 +1,8 @@
 """Inferred windows -> `wire.Result` messages on a ZeroMQ PUB socket, topic = stream id.
 
 Intervals are shifted to absolute samples and passed through the stream's `IntervalMerger`, so
-a beat seen by several overlapping windows is published once, by the first window that saw it.
+a beat seen by several overlapping windows is published once, by the first window that saw it (with the card's
+`interval_rule.confirm` > 1, by the window that saw it that many times).
 Each stream gets the same topic for its Results and its Status messages (e.g. a refusal).
 """
 
@@ -71,7 +72,7 @@ class Publisher:
             sid = item.window.stream_id
             merger = self.mergers.get(sid)
             if merger is None:
-                merger = self.mergers[sid] = IntervalMerger(horizon=2 * self.card.window)
+                merger = self.mergers[sid] = IntervalMerger.for_card(self.card)
             try:
                 result = build_result(self.card, item, merger, time.time())
             except WireError as exc:

@@ -21,6 +21,31 @@ def test_merger_reports_each_beat_once_and_forgets_old_ones():
     assert all(s[0] >= 4000 for s in m.seen)  # bounded memory
 
 
+def test_merger_with_confirm_publishes_a_beat_once_a_second_window_lights_it():
+    m = IntervalMerger(horizon=1000, confirm=2)
+    assert m.add([LabelledInterval(100, 200, "V", 0.7), LabelledInterval(150, 220, "V", 0.8)]) == []  # one window, twice
+    assert m.add([LabelledInterval(120, 210, "V", 0.9)]) == [LabelledInterval(100, 220, "V", 0.9)]  # both windows' extent
+    assert m.add([LabelledInterval(110, 215, "V", 0.95)]) == []  # published once
+    assert m.add([LabelledInterval(3000, 3100, "S", 0.9)]) == []  # a lone call ...
+    m.add([LabelledInterval(5000, 5100, "V", 0.8)])
+    assert m.unconfirmed == 1 and all(s[0] >= 4000 for s in m.seen)  # ... ages out unpublished, and is counted
+    with pytest.raises(ValueError, match="confirm"):
+        IntervalMerger(horizon=1000, confirm=0)
+    from stream_ecg.intervals import IntervalRule
+
+    with pytest.raises(ValueError, match="confirm"):
+        IntervalRule(confirm=0)
+
+
+def test_merger_for_card_takes_the_rules_confirm(tiny_model_dir):
+    import dataclasses
+
+    card = load_card(tiny_model_dir)
+    assert IntervalMerger.for_card(card).confirm == card.interval_rule.confirm == 1
+    m = IntervalMerger.for_card(dataclasses.replace(card, interval_rule=dataclasses.replace(card.interval_rule, confirm=3)))
+    assert m.confirm == 3 and m.horizon == 2 * card.window
+
+
 def test_single_alarm_window_labels_its_intervals_without_a_rerun(tiny_model_dir):
     card = load_card(tiny_model_dir)
     x = np.random.default_rng(0).normal(size=(2, 1, 2000)).astype(np.float32)
