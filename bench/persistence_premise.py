@@ -54,7 +54,8 @@ rows = []
 for o, merger in zip(outs, CountingMerger.made):
     for iv in o.intervals:  # confirmed as beat_counts confirms: a beat of its class within tol
         pos = o.beat_samples[o.beat_aami == iv.label]
-        rows.append((o.name, iv.label, bool(np.any((pos >= iv.start - tol) & (pos < iv.end + tol))), merger.hits[iv.label, iv.start]))
+        rows.append((o.name, iv.label, bool(np.any((pos >= iv.start - tol) & (pos < iv.end + tol))), merger.hits[iv.label, iv.start],
+                     iv.score))  # the score of the window that first lit it
 
 for c in ("V", "S"):
     ok = np.array([r[3] for r in rows if r[1] == c and r[2]])
@@ -62,6 +63,12 @@ for c in ("V", "S"):
     print(c, "confirmed", len(ok), "false", len(bad))
     for k in range(1, int(max(ok.max(), bad.max())) + 1):
         print(f"  lit by {k} window(s): confirmed {np.sum(ok == k)}, false {np.sum(bad == k)}")
+    ok_s = np.array([r[4] for r in rows if r[1] == c and r[2]])
+    bad_s = np.array([r[4] for r in rows if r[1] == c and not r[2]])
+    for t in (0.5, 0.7, 0.8, 0.9, 0.95):  # kept if a second window lights it, or its first window's score is at least t
+        k_ok, k_bad = (ok >= 2) | (ok_s >= t), (bad >= 2) | (bad_s >= t)
+        print(f"  second window or first score >= {t}: confirmed kept {k_ok.sum()} (at once {np.sum(ok_s >= t)}), "
+              f"false kept {k_bad.sum()}, +P {k_ok.sum() / max(1, k_ok.sum() + k_bad.sum()):.3f}")
     for rec in sorted({r[0] for r in rows}):
         b = [r[3] for r in rows if r[0] == rec and r[1] == c and not r[2]]
         g = [r[3] for r in rows if r[0] == rec and r[1] == c and r[2]]
