@@ -191,6 +191,34 @@ def test_replayed_excerpt_gives_every_window_and_matches_the_offline_path(live, 
         np.testing.assert_allclose(live_probs, offline_probs(model, rec, 0, n, starts), atol=1e-5)
 
 
+def test_confirm_publishes_live_what_the_offline_path_publishes_a_hop_later(live, tiny_model_dir, tmp_path):
+    """interval_rule.confirm 2: each interval rides on the Result of the second window that lit it, live as offline."""
+    import dataclasses
+
+    from stream_ecg.offline import run_record
+
+    rule = {**json.loads((tiny_model_dir / "card.json").read_text())["interval_rule"], "confirm": 2}
+    model_dir = edited_model(tiny_model_dir, tmp_path / "confirm2", thresholds={"S": 0.0, "V": 0.0}, interval_rule=rule)
+    w, col, _ = live(model_dir)
+    seconds, card = 30.0, w.card
+    beds = load_beds(["208"])
+    replay(w.ingest_endpoint, beds, speed=0, seconds=seconds, progress=False)
+    n = int(seconds * 360)
+    assert col.wait_for(lambda: len(col.results("bed-")) >= 1 + (n - card.window) // card.hop)
+    time.sleep(0.2)
+    results = col.results("bed-")
+    for r in results:  # the confirming window lit the interval itself, so it alarms on its class
+        assert {iv.label for iv in r.intervals} <= set(r.alarms)
+    rec = load_record("208", excerpt_dir())
+    rec = dataclasses.replace(rec, signal=rec.signal[:, :n])
+    off = run_record(load_model(model_dir), rec)
+    once = run_record(load_model(edited_model(tiny_model_dir, tmp_path / "once", thresholds={"S": 0.0, "V": 0.0})), rec)
+    published = sorted((iv.start, iv.end, iv.label) for r in results for iv in r.intervals)
+    assert published == sorted((iv.start, iv.end, iv.label) for iv in off.intervals)
+    assert len(off.intervals) > 0 and len(once.intervals) > 0
+    assert off.first_seen[0] == once.first_seen[0] + card.hop  # the first mark waits one hop for its confirmation
+
+
 def test_gap_duplicate_out_of_order_are_flagged_and_not_glued(live, tiny_model_dir):
     w, col, push = live()
     rec = load_record("208", excerpt_dir())
