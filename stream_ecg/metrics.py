@@ -48,6 +48,13 @@ class Metrics:
         self.windows = Counter("stream_ecg_windows", "Windows cut from streams and queued for inference.", registry=r)
         self.results = Counter("stream_ecg_results", "Results published.", registry=r)
         self.intervals = Counter("stream_ecg_intervals", "Abnormal-beat intervals published, by label.", ["label"], registry=r)
+        self.intervals_unconfirmed = Counter(
+            "stream_ecg_intervals_unconfirmed",
+            "Intervals withheld because fewer windows lit them than the card's interval_rule.confirm asks, by label "
+            "(always 0 with confirm 1).",
+            ["label"],
+            registry=r,
+        )
         self.drops = Counter(
             "stream_ecg_drops",
             "Chunks or windows dropped, by reason (queue_full, duplicate, out_of_order, refused, ...).",

@@ -12,7 +12,7 @@ overlap, so a per-stream `IntervalMerger` reports each beat once.
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Callable
 
@@ -207,7 +207,8 @@ class IntervalMerger:
     and counts one more window that lit it. A remembered interval is published once `confirm` windows
     have lit it (1: at once, as it arrives), with the extent and best score those windows gave it, and
     never again. Memory is bounded by `horizon` samples behind the newest interval; an interval that
-    leaves it unconfirmed is never published (`unconfirmed` counts them).
+    leaves it unconfirmed is never published (`unconfirmed` counts them by label, `take_unconfirmed` hands
+    the counts over, for the worker's metrics).
     """
 
     def __init__(self, horizon: int, min_overlap: float = 0.3, confirm: int = 1):
@@ -215,7 +216,7 @@ class IntervalMerger:
             raise ValueError(f"confirm={confirm} must be >= 1")
         self.horizon, self.min_overlap, self.confirm = horizon, min_overlap, confirm
         self.seen: deque[list] = deque()  # [start, end, label, best score, windows that lit it, published]
-        self.unconfirmed = 0
+        self.unconfirmed: Counter[str] = Counter()
 
     @classmethod
     def for_card(cls, card: ModelCard) -> "IntervalMerger":
@@ -241,12 +242,25 @@ class IntervalMerger:
         if self.seen:
             newest = max(m[1] for m in self.seen)
             while self.seen and self.seen[0][1] < newest - self.horizon:
-                self.unconfirmed += not self.seen.popleft()[5]
+                self._forget(self.seen.popleft())
         return new
+
+    def take_unconfirmed(self) -> Counter[str]:
+        """The unconfirmed intervals counted since the last call, by label; the count restarts."""
+        out, self.unconfirmed = self.unconfirmed, Counter()
+        return out
 
     def _same(self, m: list, iv: LabelledInterval) -> bool:
         overlap = min(m[1], iv.end) - max(m[0], iv.start)
         return overlap > 0 and overlap >= self.min_overlap * min(m[1] - m[0], iv.end - iv.start)
 
+    def _forget(self, m: list) -> None:
+        if not m[5]:
+            self.unconfirmed[m[2]] += 1
+
     def reset(self) -> None:
+        """Forget every interval (a stream that ends or restarts): those still waiting for confirmation count as
+        unconfirmed."""
+        for m in self.seen:
+            self._forget(m)
         self.seen.clear()

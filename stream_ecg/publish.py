@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 
 import numpy as np
 import zmq
@@ -64,6 +65,7 @@ class Publisher:
     def __init__(self, sock: zmq.Socket, card: ModelCard) -> None:
         self.sock, self.card = sock, card
         self.mergers: dict[str, IntervalMerger] = {}
+        self._unconfirmed: Counter[str] = Counter()  # from streams already forgotten
 
     def results(self, items: list[Inferred]) -> list[Result]:
         """Build and send one Result per window; returns what was sent."""
@@ -88,8 +90,18 @@ class Publisher:
         return msg
 
     def forget(self, stream_id: str) -> None:
-        """Drop an evicted stream's interval memory."""
-        self.mergers.pop(stream_id, None)
+        """Drop an evicted stream's interval memory (intervals still waiting for confirmation count as unconfirmed)."""
+        merger = self.mergers.pop(stream_id, None)
+        if merger is not None:
+            merger.reset()
+            self._unconfirmed.update(merger.take_unconfirmed())
+
+    def take_unconfirmed(self) -> Counter[str]:
+        """Intervals that never reached the card's interval_rule.confirm, by label, since the last call (all streams)."""
+        out, self._unconfirmed = self._unconfirmed, Counter()
+        for merger in self.mergers.values():
+            out.update(merger.take_unconfirmed())
+        return out
 
     def _send(self, topic: str, payload: bytes) -> None:
         try:

@@ -255,6 +255,8 @@ class Worker:
             self.metrics.events.labels("evicted").inc()
             self.publisher.forget(sid)
             self.publisher.status(sid, "info", "idle_evicted", "no chunks for a while; state dropped, next chunk starts fresh")
+        for label, n in self.publisher.take_unconfirmed().items():
+            self.metrics.intervals_unconfirmed.labels(label).inc(n)
         self.metrics.active_streams.set(len(self.table))
         self.metrics.queue_depth.set(self.batcher.depth)
 

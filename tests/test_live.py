@@ -219,6 +219,23 @@ def test_confirm_publishes_live_what_the_offline_path_publishes_a_hop_later(live
     assert off.first_seen[0] == once.first_seen[0] + card.hop  # the first mark waits one hop for its confirmation
 
 
+def test_intervals_never_confirmed_are_counted_not_lost(live, tiny_model_dir, tmp_path):
+    """confirm 3 and a stream that stops after two windows: nothing is published, the withheld calls are counted."""
+    rule = {**json.loads((tiny_model_dir / "card.json").read_text())["interval_rule"], "confirm": 3}
+    model_dir = edited_model(tiny_model_dir, tmp_path / "confirm3", thresholds={"S": 0.0, "V": 0.0}, interval_rule=rule)
+    w, col, push = live(model_dir, idle_s=0.5)
+    rec = load_record("208", excerpt_dir())
+    step = 90
+    for seq in range(27):  # 2430 samples: the windows at 0 and 360, each alarming (thresholds 0)
+        push.chunk(Chunk("short", seq, seq * step, rec.fs, rec.leads, rec.signal[:, seq * step : (seq + 1) * step]))
+    assert col.wait_for(lambda: len(col.results("short")) == 2 and any(s.reason == "idle_evicted" for s in col.statuses("short")))
+    assert all(r.alarms and not r.intervals for r in col.results("short"))
+    assert col.wait_for(lambda: sum(sample(scrape(w.metrics_port), "stream_ecg_intervals_unconfirmed_total", f'{{label="{c}"}}')
+                                    for c in ("S", "V")) >= 1)
+    text = scrape(w.metrics_port)
+    assert all(sample(text, "stream_ecg_intervals_total", f'{{label="{c}"}}') == 0 for c in ("S", "V"))
+
+
 def test_gap_duplicate_out_of_order_are_flagged_and_not_glued(live, tiny_model_dir):
     w, col, push = live()
     rec = load_record("208", excerpt_dir())

@@ -28,7 +28,10 @@ def test_merger_with_confirm_publishes_a_beat_once_a_second_window_lights_it():
     assert m.add([LabelledInterval(110, 215, "V", 0.95)]) == []  # published once
     assert m.add([LabelledInterval(3000, 3100, "S", 0.9)]) == []  # a lone call ...
     m.add([LabelledInterval(5000, 5100, "V", 0.8)])
-    assert m.unconfirmed == 1 and all(s[0] >= 4000 for s in m.seen)  # ... ages out unpublished, and is counted
+    assert m.unconfirmed == {"S": 1} and all(s[0] >= 4000 for s in m.seen)  # ... ages out unpublished, and is counted
+    assert m.take_unconfirmed() == {"S": 1} and not m.unconfirmed  # handed over once
+    m.reset()  # the stream ends: the V call at 5000 never got its second window
+    assert m.take_unconfirmed() == {"V": 1} and not m.seen
     with pytest.raises(ValueError, match="confirm"):
         IntervalMerger(horizon=1000, confirm=0)
     from stream_ecg.intervals import IntervalRule
