@@ -21,40 +21,34 @@ from stream_ecg.postprocess import IntervalMerger  # noqa: E402
 from trainer.validation import held_out_outputs  # noqa: E402
 
 
-class CountingMerger(IntervalMerger):
-    """The runtime's merger, unchanged, that also counts the windows folded into each interval it published."""
+class RecordingMerger(IntervalMerger):
+    """The runtime's merger, unchanged, that keeps each published interval's memory entry, whose `windows` goes on
+    counting the windows that light the beat after it was published."""
 
-    made: list["CountingMerger"] = []  # in creation order: one per record, as held_out_outputs runs them
+    made: list["RecordingMerger"] = []  # in creation order: one per record, as held_out_outputs runs them
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.hits: dict[tuple[str, int], int] = {}  # (label, published start) -> windows that lit it
-        self.entry: dict[int, tuple[list, tuple[str, int]]] = {}
-        CountingMerger.made.append(self)
+        self.entry = {}  # (label, published start) -> the merger's entry for that beat
+        RecordingMerger.made.append(self)
 
     def add(self, intervals):
         new = super().add(intervals)
-        fresh = list(self.seen)[len(self.seen) - len(new):] if new else []
-        for m, iv in zip(fresh, new):  # new entries are appended in the order `new` lists them
-            self.entry[id(m)] = (m, (iv.label, iv.start))
-            self.hits[iv.label, iv.start] = 1
-        for iv in intervals:
-            if iv not in new:
-                m = next((m for m in self.seen if m[2] == iv.label and self._same(m, iv)), None)
-                if m is not None and id(m) in self.entry:
-                    self.hits[self.entry[id(m)][1]] += 1
+        for iv in new:
+            self.entry[iv.label, iv.start] = next(
+                m for m in self.seen if m.published and (m.label, m.start, m.end) == (iv.label, iv.start, iv.end))
         return new
 
 
-offline.IntervalMerger = CountingMerger  # run_record builds its merger by this name
+offline.IntervalMerger = RecordingMerger  # run_record builds its merger by this name
 card = load_card(Path("edge_models/bedside-v9.1"))  # the default's rules on bedside-v9's files
 outs = held_out_outputs(Path(sys.argv[1]), card)
 tol = int(round(EC57_TOL_S * card.fs))
 rows = []
-for o, merger in zip(outs, CountingMerger.made):
+for o, merger in zip(outs, RecordingMerger.made):
     for iv in o.intervals:  # confirmed as beat_counts confirms: a beat of its class within tol
         pos = o.beat_samples[o.beat_aami == iv.label]
-        rows.append((o.name, iv.label, bool(np.any((pos >= iv.start - tol) & (pos < iv.end + tol))), merger.hits[iv.label, iv.start],
+        rows.append((o.name, iv.label, bool(np.any((pos >= iv.start - tol) & (pos < iv.end + tol))), merger.entry[iv.label, iv.start].windows,
                      iv.score))  # the score of the window that first lit it
 
 for c in ("V", "S"):

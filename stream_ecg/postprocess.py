@@ -199,6 +199,18 @@ def _premature(card: ModelCard, x: np.ndarray, peaks: np.ndarray, prob: float, a
     return others + [LabelledInterval(s, e, PREMATURE_CLASS, float(sc)) for s, e, sc in moved]
 
 
+@dataclass
+class _Remembered:
+    """One beat's interval in a stream's `IntervalMerger`: its extent so far, best score and how many windows lit it."""
+
+    start: int
+    end: int
+    label: str
+    score: float
+    windows: int = 0
+    published: bool = False
+
+
 class IntervalMerger:
     """Per-stream memory of intervals so an overlapping re-detection is not re-published.
 
@@ -215,7 +227,7 @@ class IntervalMerger:
         if confirm < 1:
             raise ValueError(f"confirm={confirm} must be >= 1")
         self.horizon, self.min_overlap, self.confirm = horizon, min_overlap, confirm
-        self.seen: deque[list] = deque()  # [start, end, label, best score, windows that lit it, published]
+        self.seen: deque[_Remembered] = deque()
         self.unconfirmed: Counter[str] = Counter()
 
     @classmethod
@@ -227,21 +239,21 @@ class IntervalMerger:
         """One window's intervals (absolute samples) in; the intervals published by this window out."""
         new, lit = [], set()
         for iv in sorted(intervals, key=lambda v: v.start):
-            match = next((m for m in self.seen if m[2] == iv.label and self._same(m, iv)), None)
-            if match is None:
-                match = [iv.start, iv.end, iv.label, iv.score, 0, False]
-                self.seen.append(match)
+            m = next((m for m in self.seen if m.label == iv.label and self._same(m, iv)), None)
+            if m is None:
+                m = _Remembered(iv.start, iv.end, iv.label, iv.score)
+                self.seen.append(m)
             else:
-                match[0], match[1], match[3] = min(match[0], iv.start), max(match[1], iv.end), max(match[3], iv.score)
-            if id(match) not in lit:  # one window lighting one beat twice counts once
-                lit.add(id(match))
-                match[4] += 1
-            if not match[5] and match[4] >= self.confirm:
-                match[5] = True
-                new.append(LabelledInterval(match[0], match[1], match[2], float(match[3])))
+                m.start, m.end, m.score = min(m.start, iv.start), max(m.end, iv.end), max(m.score, iv.score)
+            if id(m) not in lit:  # one window lighting one beat twice counts once
+                lit.add(id(m))
+                m.windows += 1
+            if not m.published and m.windows >= self.confirm:
+                m.published = True
+                new.append(LabelledInterval(m.start, m.end, m.label, float(m.score)))
         if self.seen:
-            newest = max(m[1] for m in self.seen)
-            while self.seen and self.seen[0][1] < newest - self.horizon:
+            newest = max(m.end for m in self.seen)
+            while self.seen and self.seen[0].end < newest - self.horizon:
                 self._forget(self.seen.popleft())
         return new
 
@@ -250,13 +262,13 @@ class IntervalMerger:
         out, self.unconfirmed = self.unconfirmed, Counter()
         return out
 
-    def _same(self, m: list, iv: LabelledInterval) -> bool:
-        overlap = min(m[1], iv.end) - max(m[0], iv.start)
-        return overlap > 0 and overlap >= self.min_overlap * min(m[1] - m[0], iv.end - iv.start)
+    def _same(self, m: _Remembered, iv: LabelledInterval) -> bool:
+        overlap = min(m.end, iv.end) - max(m.start, iv.start)
+        return overlap > 0 and overlap >= self.min_overlap * min(m.end - m.start, iv.end - iv.start)
 
-    def _forget(self, m: list) -> None:
-        if not m[5]:
-            self.unconfirmed[m[2]] += 1
+    def _forget(self, m: _Remembered) -> None:
+        if not m.published:
+            self.unconfirmed[m.label] += 1
 
     def reset(self) -> None:
         """Forget every interval (a stream that ends or restarts): those still waiting for confirmation count as

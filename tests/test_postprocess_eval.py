@@ -16,9 +16,9 @@ def test_merger_reports_each_beat_once_and_forgets_old_ones():
     assert len(m.add([LabelledInterval(100, 200, "V", 0.7)])) == 1
     assert m.add([LabelledInterval(120, 210, "V", 0.9)]) == []  # same beat seen from the next window
     assert len(m.add([LabelledInterval(120, 210, "S", 0.9)])) == 1  # other class: its own report
-    assert m.seen[0][3] == 0.9  # the best score is kept
+    assert m.seen[0].score == 0.9  # the best score is kept
     m.add([LabelledInterval(5000, 5100, "V", 0.8)])
-    assert all(s[0] >= 4000 for s in m.seen)  # bounded memory
+    assert all(s.start >= 4000 for s in m.seen)  # bounded memory
 
 
 def test_merger_with_confirm_publishes_a_beat_once_a_second_window_lights_it():
@@ -28,7 +28,7 @@ def test_merger_with_confirm_publishes_a_beat_once_a_second_window_lights_it():
     assert m.add([LabelledInterval(110, 215, "V", 0.95)]) == []  # published once
     assert m.add([LabelledInterval(3000, 3100, "S", 0.9)]) == []  # a lone call ...
     m.add([LabelledInterval(5000, 5100, "V", 0.8)])
-    assert m.unconfirmed == {"S": 1} and all(s[0] >= 4000 for s in m.seen)  # ... ages out unpublished, and is counted
+    assert m.unconfirmed == {"S": 1} and all(s.start >= 4000 for s in m.seen)  # ... ages out unpublished, and is counted
     assert m.take_unconfirmed() == {"S": 1} and not m.unconfirmed  # handed over once
     m.reset()  # the stream ends: the V call at 5000 never got its second window
     assert m.take_unconfirmed() == {"V": 1} and not m.seen
