@@ -62,6 +62,10 @@ class IntervalRule:
     # overlap, so a beat is seen about window / hop times, and a lone window's call is the likeliest to be wrong.
     # Costs up to confirm - 1 hops of alarm latency. 1: the first window that lights it publishes it.
     confirm: int = 1
+    # > 0: a window publishes no interval whose centre lies in its first left_edge samples. There the beat is the
+    # window's oldest, with no RR before it, and the earlier windows that held it nearer their middle did not light
+    # it; out of fold on DS1 most such last-chance calls were wrong. A stream's first left_edge samples go unmarked.
+    left_edge: int = 0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:
@@ -76,6 +80,8 @@ class IntervalRule:
             raise ValueError(f"distinct={self.distinct} must be >= 0")
         if self.regular < 0.0:
             raise ValueError(f"regular={self.regular} must be >= 0")
+        if self.left_edge < 0:
+            raise ValueError(f"left_edge={self.left_edge} must be >= 0")
         if self.confirm < 1:
             raise ValueError(f"confirm={self.confirm} must be >= 1")
         if self.min_kurtosis < 0.0:

@@ -144,6 +144,8 @@ def label_intervals(
         for i in range(len(out)):
             if any(iv.label == DISTINCT_CLASS for iv in out[i]):
                 out[i] = _distinct(card, x[i], peaks(i), attention[i], out[i])
+    if rule.left_edge > 0:
+        out = [[iv for iv in ivs if iv.start + iv.end >= 2 * rule.left_edge] for ivs in out]  # centre >= left_edge
     for ivs in out:
         ivs.sort(key=lambda iv: iv.start)
     return out

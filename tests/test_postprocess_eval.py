@@ -385,6 +385,28 @@ def test_regular_publishes_s_intervals_only_in_regular_windows():
     assert [(iv.start, iv.end, iv.label) for iv in out[0]] == [(764, 836, "S")]
 
 
+def test_left_edge_drops_intervals_centred_in_the_windows_oldest_samples(tiny_model_dir):
+    import dataclasses
+
+    card = load_card(tiny_model_dir)
+    x = np.random.default_rng(0).normal(size=(1, 1, 2000)).astype(np.float32)
+    att = np.zeros((1, 2000), np.float32)
+    att[0, 300:400] = 1.0  # centre 350
+    att[0, 1200:1300] = 1.0
+    probs = np.array([[0.1, 0.2, 0.9]], np.float32)  # V alone: no re-run
+
+    def lit(edge: int) -> list[tuple[int, int]]:
+        c = dataclasses.replace(card, interval_rule=dataclasses.replace(card.interval_rule, left_edge=edge))
+        return [(iv.start, iv.end) for iv in label_intervals(c, None, x, probs, att)[0]]
+
+    assert lit(0) == lit(350) == [(300, 400), (1200, 1300)]  # a centre at the edge itself stays
+    assert lit(351) == [(1200, 1300)]
+    from stream_ecg.intervals import IntervalRule
+
+    with pytest.raises(ValueError, match="left_edge"):
+        IntervalRule(left_edge=-1)
+
+
 def test_kurtosis_sqi_tells_ecg_from_noise():
     from stream_ecg.quality import kurtosis_sqi
 

@@ -117,6 +117,8 @@ INTERVAL_LABELLING = (
     "stream_ecg.rhythm.RecentRhythm, stream_ecg.postprocess.stream_irregularity) is <= regular_stream; "
     "with interval_rule.min_kurtosis > 0 a window's S intervals are published only if its first lead's kurtosis "
     "(stream_ecg.quality.kurtosis_sqi, normal = 3) is >= min_kurtosis; "
+    "with interval_rule.left_edge > 0 a window publishes no interval whose centre lies in its first left_edge "
+    "samples; "
     "with interval_rule.confirm > 1 an interval is published only once that many windows have lit it (up to "
     "confirm - 1 hops later), with the extent they gave it (stream_ecg.postprocess.IntervalMerger); "
     "score = window class probability x the interval's normalised attention peak"
