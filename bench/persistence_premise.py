@@ -1,5 +1,5 @@
 """Exploration (reported only): how many successive windows light each published interval of bedside-v9.1, out of
-fold on DS1?
+fold on DS1, and where in its first window does each lie?
 
 Each beat sits in about five overlapping windows (5.6 s windows, 1 s hop). `IntervalMerger` publishes a beat's
 interval from the first window that lights it and folds the later re-detections into it; this counts them. If false
@@ -46,10 +46,12 @@ outs = held_out_outputs(Path(sys.argv[1]), card)
 tol = int(round(EC57_TOL_S * card.fs))
 rows = []
 for o, merger in zip(outs, RecordingMerger.made):
-    for iv in o.intervals:  # confirmed as beat_counts confirms: a beat of its class within tol
+    for iv, first in zip(o.intervals, o.first_seen):  # confirmed as beat_counts confirms: a beat of its class within tol
         pos = o.beat_samples[o.beat_aami == iv.label]
-        rows.append((o.name, iv.label, bool(np.any((pos >= iv.start - tol) & (pos < iv.end + tol))), merger.entry[iv.label, iv.start].windows,
-                     iv.score))  # the score of the window that first lit it
+        rows.append((o.name, iv.label, bool(np.any((pos >= iv.start - tol) & (pos < iv.end + tol))),
+                     merger.entry[iv.label, iv.start].windows,
+                     iv.score,  # the score of the window that first lit it
+                     (iv.start + iv.end) / 2 - first))  # where its centre lies in that window
 
 for c in ("V", "S"):
     ok = np.array([r[3] for r in rows if r[1] == c and r[2]])
@@ -63,6 +65,13 @@ for c in ("V", "S"):
         k_ok, k_bad = (ok >= 2) | (ok_s >= t), (bad >= 2) | (bad_s >= t)
         print(f"  second window or first score >= {t}: confirmed kept {k_ok.sum()} (at once {np.sum(ok_s >= t)}), "
               f"false kept {k_bad.sum()}, +P {k_ok.sum() / max(1, k_ok.sum() + k_bad.sum()):.3f}")
+    ok_at = np.array([r[5] for r in rows if r[1] == c and r[2]])  # the left_edge exploration
+    bad_at = np.array([r[5] for r in rows if r[1] == c and not r[2]])
+    edges = (0, 400, 800, 1200, 1600, 1700, 1800, 1900, card.window)
+    for a, b in zip(edges[:-1], edges[1:]):
+        sel_ok, sel_bad = (ok_at >= a) & (ok_at < b), (bad_at >= a) & (bad_at < b)
+        print(f"  centre at samples [{a}, {b}) of its first window: confirmed {sel_ok.sum()} (lit once "
+              f"{np.sum(sel_ok & (ok == 1))}), false {sel_bad.sum()} (lit once {np.sum(sel_bad & (bad == 1))})")
     for rec in sorted({r[0] for r in rows}):
         b = [r[3] for r in rows if r[0] == rec and r[1] == c and not r[2]]
         g = [r[3] for r in rows if r[0] == rec and r[1] == c and r[2]]

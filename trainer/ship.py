@@ -77,6 +77,18 @@ KURTOSIS_LIMITS = (
 )
 
 
+LEFT_EDGE_LIMITS = (
+    " A window publishes no interval centred in its first interval_rule.left_edge samples, so an abnormal beat is "
+    "marked only if a window that holds it away from that edge lights it: a stream's first left_edge samples are never "
+    "marked, and a beat that only its last window calls goes unmarked."
+)
+
+CONFIRM_LIMITS = (
+    " An interval is published only once interval_rule.confirm windows have lit it: each mark comes up to confirm - 1 "
+    "hops later, and a beat that fewer windows call goes unmarked (counted in stream_ecg_intervals_unconfirmed_total)."
+)
+
+
 def rule_limits(limits: str, rule: IntervalRule) -> str:
     """The card's limits with the sentences its interval rule adds (once each), so a recarded model states them too."""
     if rule.premature > 0 and PREMATURE_LIMITS not in limits:
@@ -87,6 +99,10 @@ def rule_limits(limits: str, rule: IntervalRule) -> str:
         limits += REGULAR_STREAM_LIMITS
     if rule.min_kurtosis > 0 and KURTOSIS_LIMITS not in limits:
         limits += KURTOSIS_LIMITS
+    if rule.left_edge > 0 and LEFT_EDGE_LIMITS not in limits:
+        limits += LEFT_EDGE_LIMITS
+    if rule.confirm > 1 and CONFIRM_LIMITS not in limits:
+        limits += CONFIRM_LIMITS
     return limits
 
 
