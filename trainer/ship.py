@@ -79,8 +79,9 @@ KURTOSIS_LIMITS = (
 
 LEFT_EDGE_LIMITS = (
     " A window publishes no interval centred in its first interval_rule.left_edge samples, so an abnormal beat is "
-    "marked only if a window that holds it away from that edge lights it: a stream's first left_edge samples are never "
-    "marked, and a beat that only its last window calls goes unmarked."
+    "marked only if a window that holds it away from that edge lights it: a stream's first left_edge samples, and those "
+    "after a gap (which restarts the stream's windows), are never marked, and a beat that only its last window calls "
+    "goes unmarked."
 )
 
 CONFIRM_LIMITS = (
