@@ -47,6 +47,12 @@ class _Job:
     due: float  # monotonic deadline: its batch must start by then
 
 
+def _per_window(values: list[float | None]) -> np.ndarray | None:
+    """A per-window stream measure the buffer stamped on each window, as label_intervals takes it: None when the
+    card's rule reads none (the buffer left it None)."""
+    return None if any(v is None for v in values) else np.array(values, dtype=np.float64)
+
+
 class MicroBatcher:
     """Bounded window queue plus one inference thread; results go to `on_done` from that thread."""
 
@@ -159,9 +165,9 @@ class MicroBatcher:
         t0 = time.perf_counter()
         probs, attention = self.model.infer(x)
         t1 = time.perf_counter()
-        irr = [j.window.irregularity for j in jobs]
-        irregular = None if any(v is None for v in irr) else np.array(irr, dtype=np.float64)
-        intervals = label_intervals(self.model.card, self.model.infer, x, probs, attention, irregular=irregular)
+        irregular, rr_reference = (_per_window([getattr(j.window, k) for j in jobs]) for k in ("irregularity", "rr_reference"))
+        intervals = label_intervals(self.model.card, self.model.infer, x, probs, attention, irregular=irregular,
+                                    rr_reference=rr_reference)
         t2 = time.perf_counter()
         inferred = time.time()
         return [

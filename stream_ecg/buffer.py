@@ -15,7 +15,7 @@ import numpy as np
 
 from .card import CardError, ModelCard
 from .dsp import StreamPreprocessor, window_input
-from .postprocess import new_recent, stream_irregularity
+from .postprocess import new_recent, new_reference, stream_irregularity, stream_rr_reference
 from .wire import Chunk
 
 __all__ = [
@@ -59,6 +59,7 @@ class ReadyWindow:
     sent_at: float  # the gateway's stamp on that chunk (0.0 when it sent none)
     chunk_end: int  # absolute model-rate sample just past that chunk, to map samples to wall time
     irregularity: float | None = None  # the stream's recent rhythm irregularity, when the card's rule reads it
+    rr_reference: float | None = None  # the stream's recent reference RR (samples, NaN: too few), when the rule reads it
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +110,7 @@ class StreamState:
     def nbytes(self) -> int:
         """Bytes held by the ring and the bookkeeping (the preprocessor's filter state is tiny)."""
         history = self.rr_history.rr.maxlen * 32 if self.rr_history is not None else 0  # boxed ints in a deque
-        recent = self.recent.capacity * 128 if self.recent is not None else 0  # a tuple of two boxed ints each
+        recent = sum(m.capacity * 128 for m in (self.recent, self.reference) if m is not None)  # two boxed ints each
         return int(self.ring.nbytes) + 64 * RECENT_SEQS + 4096 + history + recent
 
     def _layout(self, chunk: Chunk) -> None:
@@ -119,7 +120,7 @@ class StreamState:
         self.pre = StreamPreprocessor(self.card.dsp, chunk.fs, self.n_leads)
         # a new layout may be another monitor or patient: its rhythm starts afresh (a gap keeps it)
         self.rr_history = self.card.dsp.new_history()
-        self.recent = new_recent(self.card)
+        self.recent, self.reference = new_recent(self.card), new_reference(self.card)
 
     def _abs(self, start: int) -> int:
         return self._origin_abs + int(round((start - self._origin_start) * self.card.fs / self.fs_in))
@@ -199,10 +200,11 @@ class StreamState:
                 off = self._next_win - self._ring_abs0
                 x = window_input(self.ring[:, off : off + self.window], self.card.dsp, self._next_win, self.rr_history)
                 irr = stream_irregularity(self.card, x[None], np.array([self._next_win]), self.recent)
+                ref = stream_rr_reference(self.card, x[None], np.array([self._next_win]), self.reference)
                 flags = tuple(sorted(self._pending)) + self.sticky
                 self._pending.clear()
                 out.append(ReadyWindow(self.stream_id, self._next_win, x, flags, now, chunk.sent_at, chunk_end,
-                                       None if irr is None else float(irr[0])))
+                                       None if irr is None else float(irr[0]), None if ref is None else float(ref[0])))
                 self._next_win += self.hop
         return out
 

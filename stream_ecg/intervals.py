@@ -12,11 +12,12 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .rhythm import rereferenced
+from .rhythm import RR_CLIP, rereferenced
 
 
 DISTINCT_HALF = 36  # samples either side of the R peak over which `distinct` reads the residual: 100 ms, the QRS
 DISTINCT_EARLY = 0.1  # with `distinct_early`, a beat at least this share early keeps its V interval whatever its shape
+STREAM_CENTRES = ("median", "mean")  # interval_rule.premature_centre: how a stream's recent RRs give its reference
 IRREGULAR_EARLY = 0.1  # `rr_irregularity` leaves out the RRs of beats at least this share early, and the RR after each
 
 
@@ -42,6 +43,12 @@ class IntervalRule:
     premature: float = 0.0
     premature_all: bool = False
     premature_reach: int = 72  # samples; 200 ms at 360 Hz
+    # > 0: premature reads each beat's RR (from the window's R peaks) against the premature_centre ("median" or
+    # "mean") of the stream's RRs over the last premature_context samples up to the window's end (per-stream state,
+    # rhythm.RecentRhythm; postprocess.stream_rr_reference), not the window's own: among runs of S beats the window's
+    # median is theirs. Until the stream holds STREAM_REFERENCE_MIN_RR RRs the window's own reference is used. 0: off.
+    premature_context: int = 0
+    premature_centre: str = "median"
     # > 0: a V interval is kept only if the beat it lit (lit_beat) differs from the window's median beat: residual
     # channel RMS over R +- DISTINCT_HALF samples >= distinct (z-scored units); with distinct_early also if that beat
     # came >= DISTINCT_EARLY early. Intervals near no R peak, and windows with an all-zero residual, keep theirs.
@@ -90,6 +97,9 @@ class IntervalRule:
             raise ValueError(f"regular_stream={self.regular_stream} must be >= 0 and regular_context >= 1")
         if not 0.0 <= self.premature < 1.0 or self.premature_reach < 0:
             raise ValueError(f"premature={self.premature} must lie in [0, 1) and premature_reach >= 0")
+        if self.premature_context < 0 or self.premature_centre not in STREAM_CENTRES:
+            raise ValueError(f"premature_context={self.premature_context} must be >= 0 and premature_centre "
+                             f"{self.premature_centre!r} one of {STREAM_CENTRES}")
         if self.min_len < 1 or self.merge_gap < 0:
             raise ValueError("min_len must be >= 1 and merge_gap >= 0")
 
@@ -162,14 +172,20 @@ def snap_to_beats(intervals: list[tuple[int, int, float]], a: np.ndarray, peaks:
 
 
 def premature_beats(peaks: np.ndarray, rr_prev: np.ndarray, premature: float,
-                    reference: str = "median") -> tuple[np.ndarray, np.ndarray]:
+                    reference: str = "median", stream_rr: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The R peaks (window-relative) whose beat came at least `premature` early, and how early each came:
     `rr_prev` is the window's rr_prev input channel (RR before each beat over the reference RR, minus 1,
     painted over the beat's span; 0 where unknown), read at the R peak, and taken against `reference`
-    (`rhythm.rereferenced`: the channel's own median, or the mean of the window's RRs)."""
+    (`rhythm.rereferenced`: the channel's own median, or the mean of the window's RRs). With a finite positive
+    `stream_rr` (samples; the stream's recent reference, interval_rule.premature_context) each beat's RR from the
+    peaks is taken over it instead, clipped as the channel is; the first beat's RR is unknown (0)."""
     peaks = np.sort(np.asarray(peaks, dtype=np.int64).reshape(-1))
     peaks = peaks[(peaks >= 0) & (peaks < len(rr_prev))]
-    rel = rereferenced(np.asarray(rr_prev, dtype=np.float64)[peaks], reference)
+    if stream_rr is not None and np.isfinite(stream_rr) and stream_rr > 0:
+        rel = np.clip(np.diff(peaks) / float(stream_rr) - 1.0, *RR_CLIP) if peaks.size > 1 else np.zeros(0)
+        rel = np.concatenate([np.zeros(min(peaks.size, 1)), rel])
+    else:
+        rel = rereferenced(np.asarray(rr_prev, dtype=np.float64)[peaks], reference)
     early = rel <= -premature
     return peaks[early], rel[early]
 

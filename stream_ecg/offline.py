@@ -12,7 +12,8 @@ from .data.mitdb import Record
 from .card import LeadContract
 from .dsp import DspConfig, window_input, preprocess
 from .infer import InferenceModel
-from .postprocess import IntervalMerger, LabelledInterval, label_intervals, new_recent, stream_irregularity
+from .postprocess import (IntervalMerger, LabelledInterval, label_intervals, new_recent, new_reference,
+                          stream_irregularity, stream_rr_reference)
 
 
 @dataclass(frozen=True)
@@ -46,15 +47,15 @@ def run_record(model: InferenceModel, rec: Record, batch: int = 64) -> RecordOut
     sig, fallback = model_input(card.leads, card.dsp, rec)
     starts = window_starts(sig.shape[1], card.window, card.hop)
     merger = IntervalMerger.for_card(card)
-    history, recent = card.dsp.new_history(), new_recent(card)
+    history, recent, reference = card.dsp.new_history(), new_recent(card), new_reference(card)
     probs, published, first_seen = [], [], []
     for i in range(0, len(starts), batch):
         s = starts[i : i + batch]
         x = window_input(np.stack([sig[:, a : a + card.window] for a in s]), card.dsp, s, history)
         p, att = model.infer(x)
         probs.append(p)
-        irregular = stream_irregularity(card, x, s, recent)
-        for start, ivs in zip(s, label_intervals(card, model.infer, x, p, att, irregular=irregular)):
+        irregular, rr_ref = stream_irregularity(card, x, s, recent), stream_rr_reference(card, x, s, reference)
+        for start, ivs in zip(s, label_intervals(card, model.infer, x, p, att, irregular=irregular, rr_reference=rr_ref)):
             new = merger.add([iv.shift(int(start)) for iv in ivs])
             published.extend(new)
             first_seen.extend([int(start)] * len(new))

@@ -64,6 +64,7 @@ def label_intervals(
     attention: np.ndarray,
     pad: int = 18,
     irregular: np.ndarray | None = None,
+    rr_reference: np.ndarray | None = None,
 ) -> list[list[LabelledInterval]]:
     """Labelled intervals per window (window-relative) for the windows whose class probability alarms.
 
@@ -76,10 +77,14 @@ def label_intervals(
     not probabilities: with two ectopic beats in view the probability stays saturated when one goes).
     Score: the class probability of the window times the interval's normalised attention peak.
     `irregular`: each window's `stream_irregularity`, needed when the card's rule has `regular_stream`.
+    `rr_reference`: each window's `stream_rr_reference`, needed when the card's rule has `premature_context`.
     """
     rule = card.interval_rule
     if rule.regular_stream > 0 and PREMATURE_CLASS in card.abnormal and (irregular is None or len(irregular) != len(x)):
         raise ValueError("interval_rule.regular_stream needs each window's stream irregularity (stream_irregularity)")
+    if (rule.premature_context > 0 and rule.premature > 0 and PREMATURE_CLASS in card.abnormal
+            and (rr_reference is None or len(rr_reference) != len(x))):
+        raise ValueError("interval_rule.premature_context needs each window's stream RR reference (stream_rr_reference)")
     out: list[list[LabelledInterval]] = [[] for _ in range(len(x))]
     idx, thr = _abnormal_columns(card)  # the occlusion step weighs each class's drop against its threshold
     keep_drop = card.interval_rule.keep_drop
@@ -126,7 +131,8 @@ def label_intervals(
     if card.interval_rule.premature > 0 and PREMATURE_CLASS in card.abnormal:
         c = card.abnormal.index(PREMATURE_CLASS)
         for i in np.flatnonzero(window_alarm[:, c]):
-            out[i] = _premature(card, x[i], peaks(int(i)), float(probs[i, idx[c]]), attention[i], out[i])
+            ref = None if rr_reference is None else float(rr_reference[i])
+            out[i] = _premature(card, x[i], peaks(int(i)), float(probs[i, idx[c]]), attention[i], out[i], ref)
     if card.interval_rule.regular > 0 and PREMATURE_CLASS in card.abnormal:
         rr_at = len(card.leads.leads)  # validated: the rr_prev channel follows the leads
         for i in range(len(out)):
@@ -170,6 +176,25 @@ def stream_irregularity(card: ModelCard, x: np.ndarray, starts: np.ndarray, rece
     return out
 
 
+def new_reference(card: ModelCard) -> RecentRhythm | None:
+    """A fresh stream's RR memory for `stream_rr_reference`, or None when the card's rule needs none."""
+    rule = card.interval_rule
+    return RecentRhythm(rule.premature_context, card.fs) if rule.premature_context > 0 and rule.premature > 0 else None
+
+
+def stream_rr_reference(card: ModelCard, x: np.ndarray, starts: np.ndarray, memory: RecentRhythm | None) -> np.ndarray | None:
+    """Each of one stream's windows (model inputs, in stream order, at absolute `starts`): the rule's premature_centre
+    of the stream's RRs over the premature_context samples that end with it (samples; NaN while too few are held),
+    `memory` updated as it goes; None without `memory`. What interval_rule.premature judges a beat early against."""
+    if memory is None:
+        return None
+    out = np.full(len(x), np.nan)
+    for i, (w, start) in enumerate(zip(x, np.atleast_1d(starts))):
+        memory.update(r_peaks(w[0], card.fs, card.dsp.peak_detector), int(start), w.shape[-1])
+        out[i] = memory.centre(card.interval_rule.premature_centre)
+    return out
+
+
 def _distinct(card: ModelCard, x: np.ndarray, peaks: np.ndarray, attention: np.ndarray,
               ivs: list[LabelledInterval]) -> list[LabelledInterval]:
     """One window's intervals without the V intervals whose beat matches the window's median beat (interval_rule.distinct)."""
@@ -183,12 +208,13 @@ def _distinct(card: ModelCard, x: np.ndarray, peaks: np.ndarray, attention: np.n
 
 
 def _premature(card: ModelCard, x: np.ndarray, peaks: np.ndarray, prob: float, attention: np.ndarray,
-               ivs: list[LabelledInterval]) -> list[LabelledInterval]:
+               ivs: list[LabelledInterval], stream_rr: float | None = None) -> list[LabelledInterval]:
     """One S-alarming window's intervals with its S intervals put on its premature beats (interval_rule.premature):
-    the attention's S intervals moved onto them, or (premature_all) every premature beat outside a V interval."""
+    the attention's S intervals moved onto them, or (premature_all) every premature beat outside a V interval.
+    `stream_rr`: the stream's recent reference RR (interval_rule.premature_context), else the window's own."""
     rule, n = card.interval_rule, x.shape[-1]
     rr_prev = x[len(card.leads.leads)]  # the card is validated to carry the rhythm channels right after the leads
-    early, rel = premature_beats(peaks, rr_prev, rule.premature, card.prematurity_reference)
+    early, rel = premature_beats(peaks, rr_prev, rule.premature, card.prematurity_reference, stream_rr)
     others = [iv for iv in ivs if iv.label != PREMATURE_CLASS]
     if rule.premature_all:
         peak = float(np.max(attention, initial=0.0))

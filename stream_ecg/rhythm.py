@@ -27,6 +27,7 @@ _HEIGHT = 0.3  # a peak must reach this share of the window's typical beat energ
 PEAK_DETECTORS = ("energy", "energy_t")  # r_peaks' variants; a card names its own (DspConfig.peak_detector)
 _T_PERCENTILE, _T_HEIGHT = 85, 0.2  # "energy_t": a peak reaches this share of this percentile of the candidates
 _T_GAP_S, _T_SLOPE = 0.36, 0.5  # "energy_t": a candidate this soon after a kept peak, under this share of its slope, is a T wave
+STREAM_REFERENCE_MIN_RR = 8  # RecentRhythm.centre: fewer held RRs do not stand for a stream's rhythm
 RR_CLIP = (-0.8, 1.5)  # relative RR deviation is clipped to this range
 PREMATURITY_REFERENCES = ("median", "mean")  # what a beat is early against after the network (ModelCard.prematurity_reference)
 
@@ -173,6 +174,14 @@ class RecentRhythm:
     def relative(self) -> np.ndarray:
         """The held RRs as `relative_rr` puts them."""
         return relative_rr(np.array([r for _, r in self.rr], dtype=np.float64))
+
+    def centre(self, how: str) -> float:
+        """The held RRs' "median" or "mean" in samples: the stream's own reference for "early"; NaN while it holds
+        fewer than STREAM_REFERENCE_MIN_RR (a stream's first seconds, or after a gap: too few to stand for it)."""
+        if len(self.rr) < STREAM_REFERENCE_MIN_RR:
+            return float("nan")
+        rr = np.array([r for _, r in self.rr], dtype=np.float64)
+        return float(np.median(rr) if how == "median" else np.mean(rr))
 
 
 def rr_channels(lead: np.ndarray, fs: float, reference: float | None = None, peaks: np.ndarray | None = None) -> np.ndarray:

@@ -200,3 +200,21 @@ def test_stream_irregularity_equals_the_batch_path_and_restarts_with_the_layout(
     feed(table, [Chunk("bed", 10_001, 0, 250.0, rec.leads, rec.signal[:, :250])])  # another monitor or patient
     assert len(table.streams["bed"].recent.rr) == 0
     assert all(w.irregularity is None for w in feed(StreamTable(make_card()), chunks(rec, 250, 3 * WINDOW))[0])
+
+
+def test_stream_rr_reference_equals_the_batch_path_and_restarts_with_the_layout(rec):
+    from stream_ecg.postprocess import new_reference, stream_rr_reference
+
+    rule = IntervalRule(premature=0.1, premature_context=10800, premature_centre="mean")
+    card = make_card(dsp=DspConfig(rhythm=True).to_dict(), interval_rule=rule.to_dict())  # the rule reads rr_prev
+    n = 60 * 360
+    windows, _ = feed(StreamTable(card), chunks(rec, 250, n))
+    starts = np.array([w.start for w in windows])
+    expected = stream_rr_reference(card, offline(rec, 0, n, starts), starts, new_reference(card))  # reads lead 0 only
+    np.testing.assert_allclose([w.rr_reference for w in windows], expected, atol=1e-6)
+    assert np.isfinite(expected).sum() > 10 and np.ptp(expected[np.isfinite(expected)]) > 0  # not a constant
+    table = StreamTable(card)
+    feed(table, chunks(rec, 250, n))
+    feed(table, [Chunk("bed", 10_001, 0, 250.0, rec.leads, rec.signal[:, :250])])  # another monitor or patient
+    assert len(table.streams["bed"].reference.rr) == 0
+    assert all(w.rr_reference is None for w in feed(StreamTable(make_card()), chunks(rec, 250, 3 * WINDOW))[0])

@@ -289,6 +289,17 @@ def test_a_premature_interval_rule_states_its_limit_once(tiny_model_dir, tmp_pat
         recard(tiny_model_dir, tmp_path / "never", "x", "0", "", {"premature": 0.1}, evaluate=False)
 
 
+def test_a_stream_reference_replaces_the_window_median_sentence():
+    from stream_ecg.intervals import IntervalRule
+    from trainer.ship import PREMATURE_CONTEXT_LIMITS, PREMATURE_LIMITS, REGULAR_LIMITS, rule_limits
+
+    window = rule_limits("Limits.", IntervalRule(premature=0.1, regular=0.05))  # a card recarded with the option
+    stream = rule_limits(window, IntervalRule(premature=0.1, regular=0.05, premature_context=108000))
+    assert stream == "Limits." + REGULAR_LIMITS + PREMATURE_CONTEXT_LIMITS
+    assert rule_limits(stream, IntervalRule(premature=0.1, regular=0.05, premature_context=108000)) == stream
+    assert PREMATURE_LIMITS not in stream
+
+
 def test_recard_sets_the_prematurity_reference(fused_model_dir, tmp_path):
     from trainer.ship import model_readme, recard
 

@@ -219,6 +219,34 @@ def test_confirm_publishes_live_what_the_offline_path_publishes_a_hop_later(live
     assert off.first_seen[0] == once.first_seen[0] + card.hop  # the first mark waits one hop for its confirmation
 
 
+def test_premature_context_publishes_live_what_the_offline_path_publishes(live, fused_model_dir, tmp_path):
+    """interval_rule.premature_context: the stream's RR memory lives in the ingest buffer live and in run_record offline;
+    both mark the same beats, and the memory changes which beats those are (else the check would be empty)."""
+    import dataclasses
+
+    from stream_ecg.offline import run_record
+
+    base = {**json.loads((fused_model_dir / "card.json").read_text())["interval_rule"], "premature": 0.1}
+    rule = {**base, "premature_context": 10800, "premature_centre": "mean"}
+    model_dir = edited_model(fused_model_dir, tmp_path / "context", thresholds={"S": 0.0, "V": 0.99}, interval_rule=rule)
+    w, col, _ = live(model_dir)
+    seconds, card = 60.0, w.card
+    beds = load_beds(["232"])
+    replay(w.ingest_endpoint, beds, speed=0, seconds=seconds, progress=False)
+    n = int(seconds * 360)
+    assert col.wait_for(lambda: len(col.results("bed-")) >= 1 + (n - card.window) // card.hop)
+    time.sleep(0.2)
+    rec = load_record("232", excerpt_dir())
+    rec = dataclasses.replace(rec, signal=rec.signal[:, :n])
+    off = run_record(load_model(model_dir), rec)
+    window_only = edited_model(fused_model_dir, tmp_path / "window", thresholds={"S": 0.0, "V": 0.99}, interval_rule=base)
+    own = run_record(load_model(window_only), rec)
+    published = sorted((iv.start, iv.end, iv.label) for r in col.results("bed-") for iv in r.intervals)
+    assert published == sorted((iv.start, iv.end, iv.label) for iv in off.intervals)
+    assert len(off.intervals) > 0
+    assert {(iv.start, iv.label) for iv in off.intervals} != {(iv.start, iv.label) for iv in own.intervals}
+
+
 def test_intervals_never_confirmed_are_counted_not_lost(live, tiny_model_dir, tmp_path):
     """confirm 3 and a stream that stops after two windows: nothing is published, the withheld calls are counted."""
     rule = {**json.loads((tiny_model_dir / "card.json").read_text())["interval_rule"], "confirm": 3}

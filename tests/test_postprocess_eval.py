@@ -489,3 +489,44 @@ def test_regular_needs_the_rhythm_channels():
         _premature_card({"regular": 0.1}, rhythm=False)
     with pytest.raises(ValueError, match="regular"):
         _premature_card({"regular": -0.1})
+
+
+def _run_window() -> np.ndarray:
+    """A run of S beats (RR 300 from 500 on) that sets the window's median RR: none of them is early against it."""
+    return _spike_window([100, 500, 800, 1100, 1400, 1700])
+
+
+def test_premature_context_finds_the_run_that_the_windows_median_hides():
+    card, x = _premature_card({"premature": 0.1, "premature_context": 10800}), _run_window()
+    att = np.zeros((1, 2000), np.float32)
+    att[0, 1080:1125] = 1.0  # on the run's beat at 1100
+    probs = np.array([[0.1, 0.9, 0.1]], np.float32)
+
+    def lit(ref):
+        return [(iv.start, iv.end, iv.label) for iv in label_intervals(card, None, x, probs, att, rr_reference=ref)[0]]
+
+    assert lit(np.array([400.0])) == [(1064, 1136, "S")]  # the stream's rhythm is RR 400: the run came 25 % early
+    assert lit(np.array([310.0])) == []  # a stream already at the run's rate: nothing is early
+    assert lit(np.array([np.nan])) == []  # too few RRs held yet: the window's own median, as without the option
+    assert lit(np.array([np.nan])) == [(iv.start, iv.end, iv.label) for iv in label_intervals(
+        _premature_card({"premature": 0.1}), None, x, probs, att)[0]]
+    with pytest.raises(ValueError, match="stream RR reference"):
+        lit(None)
+    with pytest.raises(ValueError, match="premature_centre"):
+        _premature_card({"premature": 0.1, "premature_context": 10800, "premature_centre": "mode"})
+
+
+def test_stream_rr_reference_is_the_recent_rhythm_and_waits_for_enough_beats():
+    from stream_ecg.postprocess import new_reference, stream_rr_reference
+
+    card = _premature_card({"premature": 0.1, "premature_context": 10800, "premature_centre": "mean"})
+    x, starts = _stream([400] * 30 + [300] * 10)  # 12 s at RR 400, then a 3 s run at RR 300
+    ref = stream_rr_reference(card, x, starts, new_reference(card))
+    assert np.isnan(ref[0])  # the first window holds under STREAM_REFERENCE_MIN_RR RRs
+    steady = ref[np.isfinite(ref)][:5]
+    np.testing.assert_allclose(steady, 400.0, atol=2.0)
+    assert 300.0 < ref[-1] < 400.0  # the run moves the mean only by its share of the last 30 s
+    median = _premature_card({"premature": 0.1, "premature_context": 10800, "premature_centre": "median"})
+    assert stream_rr_reference(median, x, starts, new_reference(median))[-1] == pytest.approx(400.0, abs=2.0)
+    assert new_reference(_premature_card({"premature": 0.1})) is None
+    assert stream_rr_reference(card, x, starts, None) is None

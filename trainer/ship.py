@@ -54,6 +54,13 @@ PREMATURE_LIMITS = (
     "MIT-BIH 232) they are not early against that median and go unmarked, though the window's S probability still alarms."
 )
 
+PREMATURE_CONTEXT_LIMITS = (
+    " S intervals are published only on beats that come early against the stream's recent RRs (interval_rule."
+    "premature_context, per-stream state; the window's own median until the stream holds 8 RRs, and again after a gap "
+    "or a new lead layout): after a lasting rise of rate normal beats read as early until that span follows it, and "
+    "ectopy that persists for most of the span stops reading as early."
+)
+
 
 REGULAR_LIMITS = (
     " S intervals are published only in windows whose rhythm is regular once their early beats are set aside "
@@ -92,7 +99,11 @@ CONFIRM_LIMITS = (
 
 def rule_limits(limits: str, rule: IntervalRule) -> str:
     """The card's limits with the sentences its interval rule adds (once each), so a recarded model states them too."""
-    if rule.premature > 0 and PREMATURE_LIMITS not in limits:
+    if rule.premature > 0 and rule.premature_context > 0:  # the window-median sentence no longer holds
+        limits = limits.replace(PREMATURE_LIMITS, "")
+        if PREMATURE_CONTEXT_LIMITS not in limits:
+            limits += PREMATURE_CONTEXT_LIMITS
+    elif rule.premature > 0 and PREMATURE_LIMITS not in limits:
         limits += PREMATURE_LIMITS
     if rule.regular > 0 and REGULAR_LIMITS not in limits:
         limits += REGULAR_LIMITS
@@ -124,6 +135,10 @@ INTERVAL_LABELLING = (
     "with interval_rule.premature > 0 an S-alarming window's S intervals go onto its premature beats (R peaks whose "
     "rr_prev channel is <= -premature), each moved to the most premature one within premature_reach samples or dropped, "
     "or with premature_all every premature beat outside a V interval published, as R +- snap_half; "
+    "with interval_rule.premature_context > 0 a beat is premature when its RR (from the R peaks) is <= 1 - premature "
+    "times the premature_centre of the stream's RRs whose later R peak lies in the premature_context samples ending "
+    "with the window (per-stream state: stream_ecg.postprocess.stream_rr_reference; the window's own while the stream "
+    "holds fewer than 8); "
     "with interval_rule.distinct > 0 a V interval is kept only if the beat it lit differs from the window's median beat "
     "(residual RMS over R +- 36 samples >= distinct) or, with distinct_early, came 10 % early; "
     "with interval_rule.regular > 0 a window's S intervals are published only if its RR irregularity (the coefficient "
