@@ -3,14 +3,17 @@
 Each beat sits in about five overlapping windows. For every annotated S beat this takes the windows that hold it past
 the card's `left_edge` and reports the furthest step it reached in any of them, in the order the runtime applies
 them: the window's S probability alarms; the R-peak detector finds the beat (a peak within EC57's 150 ms); its RR is
-at least `premature` short against the window's median (the rr_prev channel); the window's `regular` gate is open;
+at least `premature` short against the card's reference (`premature_beats`, as the rule judges it); the window's
+`regular` gate is open;
 its `min_kurtosis` gate is open; a published S interval of that window covers it (within 150 ms). The card's own
 rules run unchanged (`stream_ecg.postprocess.label_intervals` is wrapped, not altered), so the last step is what
 the runtime published from those windows.
 
-Usage: .venv/bin/python bench/s_funnel.py runs/v9 [edge_models/bedside-v9.2]
-       (runs/v9 from `trainer unpack --model edge_models/bedside-v9`)
+Usage: .venv/bin/python bench/s_funnel.py runs/v9 [edge_models/bedside-v9.2 [stream]]
+       (runs/v9 from `trainer unpack --model edge_models/bedside-v9`; a third argument sets the card's
+       prematurity_reference, e.g. "stream", for a rule under test)
 """
+import dataclasses
 import json
 import sys
 from collections import Counter
@@ -22,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import stream_ecg.offline as offline  # noqa: E402
 from stream_ecg.card import load_card  # noqa: E402
 from stream_ecg.evaluation import EC57_TOL_S  # noqa: E402
-from stream_ecg.intervals import rr_irregularity  # noqa: E402
+from stream_ecg.intervals import premature_beats, rr_irregularity  # noqa: E402
 from stream_ecg.postprocess import label_intervals, window_alarms  # noqa: E402
 from stream_ecg.quality import kurtosis_sqi  # noqa: E402
 from stream_ecg.rhythm import r_peaks  # noqa: E402
@@ -31,6 +34,9 @@ import trainer.validation as validation  # noqa: E402
 STEPS = ("no S alarm", "no R peak", "not early", "regular gate", "kurtosis gate", "not marked", "marked")
 
 card = load_card(Path(sys.argv[2] if len(sys.argv) > 2 else "edge_models/bedside-v9.2"))
+if len(sys.argv) > 3:
+    card = dataclasses.replace(card, prematurity_reference=sys.argv[3])
+    card.validate()
 rule, s_col = card.interval_rule, card.abnormal.index("S")
 rr_at, tol = len(card.leads.leads), int(round(EC57_TOL_S * card.fs))
 windows: list[list[dict]] = []  # per record (run_record is called once per record, in order), its windows in order
@@ -39,12 +45,14 @@ windows: list[list[dict]] = []  # per record (run_record is called once per reco
 def recording(c, infer, x, probs, attention, **kw):
     """The runtime's labelling, unchanged, with what each window's S steps saw kept beside it."""
     out = label_intervals(c, infer, x, probs, attention, **kw)
-    alarm = window_alarms(c, probs)[:, s_col]
+    alarm, refs = window_alarms(c, probs)[:, s_col], kw.get("rr_reference")
     for i in range(len(x)):
         peaks = r_peaks(x[i, 0], c.fs, c.dsp.peak_detector)
         rel = x[i, rr_at][peaks]
+        early, _ = premature_beats(peaks, x[i, rr_at], rule.premature, c.prematurity_reference,
+                                   None if refs is None else float(refs[i]))  # as the rule judges it
         windows[-1].append({
-            "alarm": bool(alarm[i]), "peaks": peaks, "early": peaks[rel <= -rule.premature],
+            "alarm": bool(alarm[i]), "peaks": peaks, "early": early,
             "regular": not (rule.regular > 0 and rr_irregularity(rel) > rule.regular),
             "kurtosis": not (rule.min_kurtosis > 0 and not kurtosis_sqi(x[i, 0]) >= rule.min_kurtosis),
             "marked": [(iv.start, iv.end) for iv in out[i] if iv.label == "S"]})

@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 
 from .buffer import ReadyWindow
+from .fusion import infer_windows
 from .infer import InferenceModel
 from .postprocess import LabelledInterval, label_intervals
 
@@ -162,10 +163,10 @@ class MicroBatcher:
     def _infer(self, jobs: list[_Job]) -> list[Inferred]:
         picked = time.time()
         x = np.stack([j.window.x for j in jobs])
-        t0 = time.perf_counter()
-        probs, attention = self.model.infer(x)
-        t1 = time.perf_counter()
         irregular, rr_reference = (_per_window([getattr(j.window, k) for j in jobs]) for k in ("irregularity", "rr_reference"))
+        t0 = time.perf_counter()
+        probs, attention = infer_windows(self.model, x, rr_reference)
+        t1 = time.perf_counter()
         intervals = label_intervals(self.model.card, self.model.infer, x, probs, attention, irregular=irregular,
                                     rr_reference=rr_reference)
         t2 = time.perf_counter()

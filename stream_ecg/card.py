@@ -75,8 +75,10 @@ class ModelCard:
     model_config: dict
     rhythm_fusion: dict[str, float] = field(default_factory=dict)  # class -> weight of rr prematurity on its logit (stream_ecg.fusion)
     # what the fusion and interval_rule.premature take a beat's RR against: the window's median RR (the rr_prev
-    # channel as the network sees it) or the window's mean RR (stream_ecg.rhythm.rereferenced)
+    # channel as the network sees it), the window's mean RR (stream_ecg.rhythm.rereferenced), or "stream": the median
+    # of the stream's RRs over the last prematurity_context samples (per-stream state, postprocess.stream_rr_reference)
     prematurity_reference: str = "median"
+    prematurity_context: int = 108000  # samples (5 min at 360 Hz); read only with prematurity_reference "stream"
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -104,6 +106,7 @@ class ModelCard:
                 model_config=dict(d.get("model_config", {})),
                 rhythm_fusion={k: float(v) for k, v in d.get("rhythm_fusion", {}).items()},
                 prematurity_reference=str(d.get("prematurity_reference", "median")),
+                prematurity_context=int(d.get("prematurity_context", 108000)),
                 raw=d,
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -129,6 +132,10 @@ class ModelCard:
             raise CardError(f"rhythm_fusion {self.rhythm_fusion} needs abnormal classes and dsp.rhythm (its rr_prev channel)")
         if self.prematurity_reference not in PREMATURITY_REFERENCES:
             raise CardError(f"prematurity_reference {self.prematurity_reference!r} must be one of {PREMATURITY_REFERENCES}")
+        if self.prematurity_reference == "stream" and (self.prematurity_context < 1 or not self.dsp.rhythm
+                                                         or self.interval_rule.premature_context > 0):
+            raise CardError("prematurity_reference 'stream' needs prematurity_context >= 1, dsp.rhythm, and no "
+                            "interval_rule.premature_context (one stream reference serves the fusion and the rule)")
         if self.interval_rule.premature > 0 and ("S" not in self.abnormal or not self.dsp.rhythm):
             raise CardError("interval_rule.premature needs an abnormal class S and dsp.rhythm (its rr_prev channel)")
         if self.interval_rule.regular > 0 and ("S" not in self.abnormal or not self.dsp.rhythm):

@@ -14,20 +14,25 @@ from __future__ import annotations
 import numpy as np
 
 from .card import ModelCard
-from .rhythm import RR_CLIP, r_peaks, rereferenced
+from .rhythm import RR_CLIP, r_peaks, rereferenced, stream_relative
 
 _EPS = 1e-7
 
 
 def rr_prematurity(x: np.ndarray, n_leads: int, reference: str = "median", fs: float | None = None,
-                  detector: str = "energy") -> np.ndarray:
+                  detector: str = "energy", stream_rr: np.ndarray | None = None) -> np.ndarray:
     """Per window of model input (B, n_leads + rhythm channels, n): -log(shortest RR / reference RR), from
     the `rr_prev` channel, which `rhythm.add_rhythm` puts right after the `n_leads` leads (RR before each
     beat over the reference, minus 1, clipped; 0 where unknown), so 0 when no beat came early. Values
     outside the channel's clip range (not a real rhythm channel) are clipped to it, and non-finite ones read as 0.
     With `reference` "mean" the channel is read at the R peaks of the first lead (`rhythm.r_peaks` at `fs` with
-    `detector`, as the channel was painted) and taken against the mean of the window's RRs (`rhythm.rereferenced`)."""
+    `detector`, as the channel was painted) and taken against the mean of the window's RRs (`rhythm.rereferenced`).
+    With "stream" each window's RRs from its R peaks are taken over its `stream_rr` (the stream's recent median RR,
+    samples, one per window: `postprocess.stream_rr_reference`), or against the window's median where that is NaN
+    (too few RRs held yet). Why: inside a run of ectopy or tachycardia the window's median is the run's own RR."""
     rr_prev = np.nan_to_num(np.asarray(x, np.float64)[:, n_leads], nan=0.0, posinf=0.0, neginf=0.0)
+    if reference == "stream" and (stream_rr is None or len(stream_rr) != len(rr_prev)):
+        raise ValueError("the 'stream' prematurity reference needs each window's stream RR (stream_rr)")
     if reference == "median":
         shortest = np.min(rr_prev, axis=-1)
     else:
@@ -35,8 +40,9 @@ def rr_prematurity(x: np.ndarray, n_leads: int, reference: str = "median", fs: f
             raise ValueError(f"the {reference!r} prematurity reference finds R peaks, so it needs fs")
         shortest = np.zeros(len(rr_prev))
         for i, (lead, channel) in enumerate(zip(np.asarray(x)[:, 0], rr_prev)):
-            rel = rereferenced(channel[r_peaks(lead, fs, detector)], reference)
-            shortest[i] = min(0.0, float(np.min(rel, initial=0.0)))
+            peaks = r_peaks(lead, fs, detector)
+            rel = stream_relative(peaks, stream_rr[i]) if reference == "stream" else rereferenced(channel[peaks], reference)
+            shortest[i] = min(0.0, float(np.min(channel if rel is None else rel, initial=0.0)))
     return -np.log1p(np.clip(shortest, *RR_CLIP))
 
 
@@ -46,18 +52,24 @@ def logit_offsets(fusion: dict[str, float], classes: tuple[str, ...] | list[str]
     return np.stack([fusion.get(c, 0.0) * np.asarray(prem, np.float64) for c in classes], axis=1)
 
 
-def card_prematurity(card: ModelCard, x: np.ndarray) -> np.ndarray:
+def card_prematurity(card: ModelCard, x: np.ndarray, stream_rr: np.ndarray | None = None) -> np.ndarray:
     """`rr_prematurity` of model input `x` as `card` reads it (its leads, its prematurity reference, its fs)."""
-    return rr_prematurity(x, len(card.leads.leads), card.prematurity_reference, card.fs, card.dsp.peak_detector)
+    return rr_prematurity(x, len(card.leads.leads), card.prematurity_reference, card.fs, card.dsp.peak_detector, stream_rr)
 
 
-def fuse(card: ModelCard, x: np.ndarray, probs: np.ndarray) -> np.ndarray:
+def stream_fused(card: ModelCard) -> bool:
+    """Does the card's fusion read the stream's RR reference (so every model call needs it, window by window)?"""
+    return bool(card.rhythm_fusion) and card.prematurity_reference == "stream"
+
+
+def fuse(card: ModelCard, x: np.ndarray, probs: np.ndarray, stream_rr: np.ndarray | None = None) -> np.ndarray:
     """The card's class probabilities with each fused class's logit raised by weight x prematurity;
     the normal class stays prod(1 - p_abnormal), as the network's output defines it."""
     if not card.rhythm_fusion:
         return probs
     p = np.clip(np.asarray(probs, np.float64), _EPS, 1 - _EPS)
-    out = 1.0 / (1.0 + np.exp(-(np.log(p) - np.log1p(-p) + logit_offsets(card.rhythm_fusion, card.classes, card_prematurity(card, x)))))
+    prem = card_prematurity(card, x, stream_rr)
+    out = 1.0 / (1.0 + np.exp(-(np.log(p) - np.log1p(-p) + logit_offsets(card.rhythm_fusion, card.classes, prem))))
     out = np.where([c in card.rhythm_fusion for c in card.classes], out, np.asarray(probs, np.float64))
     if "normal" in card.classes:
         out[:, card.classes.index("normal")] = np.prod([1 - out[:, card.classes.index(c)] for c in card.abnormal], axis=0)
@@ -70,11 +82,17 @@ class FusedModel:
     def __init__(self, inner) -> None:
         self.inner, self.card, self.backend = inner, inner.card, inner.backend
 
-    def infer(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def infer(self, x: np.ndarray, rr_reference: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         probs, attention = self.inner.infer(x)
-        return fuse(self.card, x, probs), attention
+        return fuse(self.card, x, probs, rr_reference), attention
 
 
 def with_fusion(model):
     """`model` itself, or wrapped in `FusedModel` when its card asks for rhythm fusion."""
     return FusedModel(model) if model.card.rhythm_fusion else model
+
+
+def infer_windows(model, x: np.ndarray, rr_reference: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """`model.infer(x)`, handing a "stream" card's fusion each window's stream RR reference: how the live batcher and
+    the offline path call every backend alike."""
+    return model.infer(x, rr_reference) if stream_fused(model.card) else model.infer(x)

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .rhythm import RR_CLIP, rereferenced
+from .rhythm import rereferenced, stream_relative
 
 
 DISTINCT_HALF = 36  # samples either side of the R peak over which `distinct` reads the residual: 100 ms, the QRS
@@ -176,16 +176,14 @@ def premature_beats(peaks: np.ndarray, rr_prev: np.ndarray, premature: float,
     """The R peaks (window-relative) whose beat came at least `premature` early, and how early each came:
     `rr_prev` is the window's rr_prev input channel (RR before each beat over the reference RR, minus 1,
     painted over the beat's span; 0 where unknown), read at the R peak, and taken against `reference`
-    (`rhythm.rereferenced`: the channel's own median, or the mean of the window's RRs). With a finite positive
-    `stream_rr` (samples; the stream's recent reference, interval_rule.premature_context) each beat's RR from the
-    peaks is taken over it instead, clipped as the channel is; the first beat's RR is unknown (0)."""
+    (`rhythm.rereferenced`: the channel's own median, or the mean of the window's RRs). With a usable `stream_rr`
+    (samples; the stream's recent reference RR, `postprocess.stream_rr_reference`) each beat's RR from the peaks is
+    taken over it instead (`rhythm.stream_relative`)."""
     peaks = np.sort(np.asarray(peaks, dtype=np.int64).reshape(-1))
     peaks = peaks[(peaks >= 0) & (peaks < len(rr_prev))]
-    if stream_rr is not None and np.isfinite(stream_rr) and stream_rr > 0:
-        rel = np.clip(np.diff(peaks) / float(stream_rr) - 1.0, *RR_CLIP) if peaks.size > 1 else np.zeros(0)
-        rel = np.concatenate([np.zeros(min(peaks.size, 1)), rel])
-    else:
-        rel = rereferenced(np.asarray(rr_prev, dtype=np.float64)[peaks], reference)
+    rel = stream_relative(peaks, stream_rr)
+    if rel is None:  # no stream reference (yet): the window's own; a "stream" card's channel holds its median
+        rel = rereferenced(np.asarray(rr_prev, dtype=np.float64)[peaks], "median" if reference == "stream" else reference)
     early = rel <= -premature
     return peaks[early], rel[early]
 

@@ -11,6 +11,7 @@ import numpy as np
 from .data.mitdb import Record
 from .card import LeadContract
 from .dsp import DspConfig, window_input, preprocess
+from .fusion import infer_windows
 from .infer import InferenceModel
 from .postprocess import (IntervalMerger, LabelledInterval, label_intervals, new_recent, new_reference,
                           stream_irregularity, stream_rr_reference)
@@ -52,9 +53,9 @@ def run_record(model: InferenceModel, rec: Record, batch: int = 64) -> RecordOut
     for i in range(0, len(starts), batch):
         s = starts[i : i + batch]
         x = window_input(np.stack([sig[:, a : a + card.window] for a in s]), card.dsp, s, history)
-        p, att = model.infer(x)
-        probs.append(p)
         irregular, rr_ref = stream_irregularity(card, x, s, recent), stream_rr_reference(card, x, s, reference)
+        p, att = infer_windows(model, x, rr_ref)
+        probs.append(p)
         for start, ivs in zip(s, label_intervals(card, model.infer, x, p, att, irregular=irregular, rr_reference=rr_ref)):
             new = merger.add([iv.shift(int(start)) for iv in ivs])
             published.extend(new)

@@ -19,9 +19,10 @@ from typing import Callable
 import numpy as np
 
 from .card import ModelCard
+from .fusion import stream_fused
 from .intervals import attention_to_intervals, distinct_beats, onto_premature, premature_beats, rr_irregularity, snap_to_beats
 from .quality import kurtosis_sqi
-from .rhythm import RecentRhythm, r_peaks
+from .rhythm import RecentRhythm, r_peaks, stream_references
 
 InferFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 PREMATURE_CLASS = "S"  # the class interval_rule.premature moves onto early beats: every AAMI S beat comes early
@@ -82,9 +83,9 @@ def label_intervals(
     rule = card.interval_rule
     if rule.regular_stream > 0 and PREMATURE_CLASS in card.abnormal and (irregular is None or len(irregular) != len(x)):
         raise ValueError("interval_rule.regular_stream needs each window's stream irregularity (stream_irregularity)")
-    if (rule.premature_context > 0 and rule.premature > 0 and PREMATURE_CLASS in card.abnormal
-            and (rr_reference is None or len(rr_reference) != len(x))):
-        raise ValueError("interval_rule.premature_context needs each window's stream RR reference (stream_rr_reference)")
+    if stream_reference_of(card) is not None and (rr_reference is None or len(rr_reference) != len(x)):
+        raise ValueError("a card with a stream RR reference (interval_rule.premature_context, prematurity_reference "
+                         "'stream') needs each window's stream RR reference (stream_rr_reference)")
     out: list[list[LabelledInterval]] = [[] for _ in range(len(x))]
     idx, thr = _abnormal_columns(card)  # the occlusion step weighs each class's drop against its threshold
     keep_drop = card.interval_rule.keep_drop
@@ -114,7 +115,7 @@ def label_intervals(
         removed = x[windows].copy()
         for k, (i, s, e, _) in enumerate(occlude):
             removed[k, :, max(0, s - pad) : min(x.shape[-1], e + pad)] = 0.0
-        rprobs, _ = infer(removed)
+        rprobs, _ = infer(removed) if not stream_fused(card) else infer(removed, np.asarray(rr_reference)[windows])
         before, after = probs[windows][:, idx], rprobs[:, idx]
         drop = (before - after) / np.maximum(thr, 1e-6)
         logit_drop = _logit(before) - _logit(after)
@@ -176,23 +177,29 @@ def stream_irregularity(card: ModelCard, x: np.ndarray, starts: np.ndarray, rece
     return out
 
 
-def new_reference(card: ModelCard) -> RecentRhythm | None:
-    """A fresh stream's RR memory for `stream_rr_reference`, or None when the card's rule needs none."""
+def stream_reference_of(card: ModelCard) -> tuple[int, str] | None:
+    """(span in samples, centre) of the stream RR reference the card reads, or None: the card's prematurity_reference
+    "stream" (fusion and premature rule alike), else interval_rule.premature_context (the premature rule alone)."""
     rule = card.interval_rule
-    return RecentRhythm(rule.premature_context, card.fs) if rule.premature_context > 0 and rule.premature > 0 else None
+    if card.prematurity_reference == "stream":
+        return card.prematurity_context, "median"
+    return (rule.premature_context, rule.premature_centre) if rule.premature_context > 0 and rule.premature > 0 else None
+
+
+def new_reference(card: ModelCard) -> RecentRhythm | None:
+    """A fresh stream's RR memory for `stream_rr_reference`, or None when the card reads none."""
+    spec = stream_reference_of(card)
+    return None if spec is None else RecentRhythm(spec[0], card.fs)
 
 
 def stream_rr_reference(card: ModelCard, x: np.ndarray, starts: np.ndarray, memory: RecentRhythm | None) -> np.ndarray | None:
-    """Each of one stream's windows (model inputs, in stream order, at absolute `starts`): the rule's premature_centre
-    of the stream's RRs over the premature_context samples that end with it (samples; NaN while too few are held),
-    `memory` updated as it goes; None without `memory`. What interval_rule.premature judges a beat early against."""
-    if memory is None:
+    """Each of one stream's windows (model inputs, in stream order, at absolute `starts`): the stream's reference RR
+    the card reads (`stream_reference_of`; samples, NaN while too few RRs are held), `memory` updated as it goes; None
+    without `memory`. What the premature rule, and a "stream" card's fusion, judge a beat early against."""
+    spec = stream_reference_of(card)
+    if memory is None or spec is None:
         return None
-    out = np.full(len(x), np.nan)
-    for i, (w, start) in enumerate(zip(x, np.atleast_1d(starts))):
-        memory.update(r_peaks(w[0], card.fs, card.dsp.peak_detector), int(start), w.shape[-1])
-        out[i] = memory.centre(card.interval_rule.premature_centre)
-    return out
+    return stream_references(np.asarray(x)[:, 0], starts, card.fs, card.dsp.peak_detector, memory, spec[1])
 
 
 def _distinct(card: ModelCard, x: np.ndarray, peaks: np.ndarray, attention: np.ndarray,

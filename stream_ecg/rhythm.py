@@ -29,7 +29,10 @@ _T_PERCENTILE, _T_HEIGHT = 85, 0.2  # "energy_t": a peak reaches this share of t
 _T_GAP_S, _T_SLOPE = 0.36, 0.5  # "energy_t": a candidate this soon after a kept peak, under this share of its slope, is a T wave
 STREAM_REFERENCE_MIN_RR = 8  # RecentRhythm.centre: fewer held RRs do not stand for a stream's rhythm
 RR_CLIP = (-0.8, 1.5)  # relative RR deviation is clipped to this range
-PREMATURITY_REFERENCES = ("median", "mean")  # what a beat is early against after the network (ModelCard.prematurity_reference)
+WINDOW_REFERENCES = ("median", "mean")  # a window's own RRs' centre (rereferenced)
+# what a beat is early against after the network (ModelCard.prematurity_reference): a window reference, or "stream",
+# the median of the stream's RRs over the card's prematurity_context samples (stream_relative, per-stream state)
+PREMATURITY_REFERENCES = WINDOW_REFERENCES + ("stream",)
 
 
 def r_peaks(lead: np.ndarray, fs: float, detector: str = "energy") -> np.ndarray:
@@ -214,8 +217,8 @@ def rereferenced(rel: np.ndarray, reference: str) -> np.ndarray:
     over the mean of the known RRs: the channel holds RR / median - 1, so RR / mean = (v + 1) / mean(v + 1), clipped
     as the channel is. Why the mean: where ectopic beats are most of the beats (runs between sinus pauses) their own RR
     is the median, so against it they are not early; the pauses pull the mean above them (docs/results_notes.md)."""
-    if reference not in PREMATURITY_REFERENCES:
-        raise ValueError(f"prematurity reference must be one of {PREMATURITY_REFERENCES}, got {reference!r}")
+    if reference not in WINDOW_REFERENCES:
+        raise ValueError(f"a window's prematurity reference must be one of {WINDOW_REFERENCES}, got {reference!r}")
     rel = np.asarray(rel, dtype=np.float64).reshape(-1)
     if reference == "median" or rel.size < 3:  # under three beats the channel holds no RR at all
         return rel
@@ -246,3 +249,26 @@ def add_rhythm(
         if both:
             rhythm[i, 2:] = rr_channels(w[0], fs, None, peaks[i])
     return np.concatenate([x, rhythm], axis=1)
+
+
+def stream_relative(peaks: np.ndarray, stream_rr: float | None) -> np.ndarray | None:
+    """A window's R peaks' RRs (from the peaks, in order; the first beat's unknown, 0) over a stream's reference RR
+    `stream_rr` (samples), minus 1, clipped as the rhythm channels are; None when no usable reference is given (not
+    finite or not positive: the stream holds too few RRs yet), so the caller falls back to the window's own."""
+    if stream_rr is None or not np.isfinite(stream_rr) or stream_rr <= 0:
+        return None
+    peaks = np.asarray(peaks, dtype=np.int64).reshape(-1)
+    rel = np.clip(np.diff(peaks) / float(stream_rr) - 1.0, *RR_CLIP) if peaks.size > 1 else np.zeros(0)
+    return np.concatenate([np.zeros(min(peaks.size, 1)), rel])
+
+
+def stream_references(leads: np.ndarray, starts: np.ndarray, fs: float, detector: str, memory: RecentRhythm,
+                      centre: str = "median") -> np.ndarray:
+    """Each of one stream's windows (first leads (B, n) of model input, in stream order, at absolute `starts`): the
+    `centre` of the stream's RRs over `memory`'s span up to the window's end (samples; NaN while it holds too few),
+    `memory` updated as it goes. The one computation the live buffer, the offline path and the trainer share."""
+    out = np.full(len(leads), np.nan)
+    for i, (lead, start) in enumerate(zip(leads, np.atleast_1d(starts))):
+        memory.update(r_peaks(lead, fs, detector), int(start), lead.shape[-1])
+        out[i] = memory.centre(centre)
+    return out

@@ -146,3 +146,54 @@ def test_fuse_applies_the_cards_reference(tiny_model_dir):
     probs = np.array([[0.72, 0.1, 0.2]], np.float32)
     out = fuse(card, _ectopic_runs_between_pauses(), probs)
     assert np.log(out[0, 1] / (1 - out[0, 1])) == pytest.approx(np.log(0.1 / 0.9) + 20 * np.log(350 / 250), rel=1e-3)
+
+
+def _run_of_tachycardia() -> np.ndarray:
+    """One 1-lead window with rhythm channels: a run of beats at RR 250 (the window's median) after two at RR 400."""
+    peaks = np.array([100, 500, 900, 1150, 1400, 1650, 1900])
+    lead = np.zeros(2000)
+    lead[peaks] = 1.0
+    x = np.zeros((1, 3, 2000), np.float32)
+    x[0, 0] = lead
+    x[0, 1:] = rr_channels(lead, 360.0, None, peaks)
+    return x
+
+
+def test_stream_reference_sees_a_run_that_the_windows_median_hides():
+    x = _run_of_tachycardia()
+    assert rr_prematurity(x, 1)[0] == pytest.approx(0.0, abs=1e-6)  # against its own median nothing came early
+    stream = rr_prematurity(x, 1, "stream", 360.0, stream_rr=np.array([400.0]))
+    assert stream[0] == pytest.approx(np.log(400 / 250), rel=1e-3)
+    waiting = rr_prematurity(x, 1, "stream", 360.0, stream_rr=np.array([np.nan]))  # too few RRs held: the window's own
+    np.testing.assert_allclose(waiting, rr_prematurity(x, 1), atol=1e-6)
+    with pytest.raises(ValueError, match="stream RR"):
+        rr_prematurity(x, 1, "stream", 360.0)
+
+
+def test_a_stream_card_fuses_with_each_windows_reference_and_needs_it(tiny_model_dir):
+    from stream_ecg.fusion import infer_windows, stream_fused
+
+    raw = _card(tiny_model_dir, {"S": 20.0}).raw
+    card = ModelCard.from_dict({**raw, "dsp": {**raw["dsp"], "rhythm": True}, "model_config": {**raw["model_config"], "in_leads": 3},
+                                "rhythm_fusion": {"S": 20.0}, "prematurity_reference": "stream"})
+    assert stream_fused(card) and card.prematurity_context == 108000
+    probs = np.array([[0.72, 0.1, 0.2]], np.float32)
+    out = fuse(card, _run_of_tachycardia(), probs, np.array([400.0]))
+    assert np.log(out[0, 1] / (1 - out[0, 1])) == pytest.approx(np.log(0.1 / 0.9) + 20 * np.log(400 / 250), rel=1e-3)
+
+    class Plain:  # any backend: infer_windows hands the reference only to a stream-fused model
+        def __init__(self, c):
+            self.card, self.seen = c, None
+
+        def infer(self, x, *extra):
+            self.seen = extra
+            return probs, np.zeros((1, 2000), np.float32)
+
+    plain = Plain(_card(tiny_model_dir, {"S": 20.0}))
+    infer_windows(plain, _run_of_tachycardia(), np.array([400.0]))
+    assert plain.seen == ()
+    stream = Plain(card)
+    infer_windows(stream, _run_of_tachycardia(), np.array([400.0]))
+    np.testing.assert_array_equal(stream.seen[0], [400.0])
+    with pytest.raises(CardError, match="stream"):  # one stream reference serves the fusion and the rule
+        ModelCard.from_dict({**card.raw, "interval_rule": {**card.raw["interval_rule"], "premature": 0.1, "premature_context": 10800}})

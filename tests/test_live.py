@@ -247,6 +247,33 @@ def test_premature_context_publishes_live_what_the_offline_path_publishes(live, 
     assert {(iv.start, iv.label) for iv in off.intervals} != {(iv.start, iv.label) for iv in own.intervals}
 
 
+def test_a_stream_fused_card_serves_live_what_the_offline_path_computes(live, fused_model_dir, tmp_path):
+    """prematurity_reference "stream": the fusion reads each window's stream RR reference from the ingest buffer live
+    and from run_record offline; probabilities and marks agree, and the reference moves them (else the check is empty)."""
+    import dataclasses
+
+    from stream_ecg.offline import run_record
+
+    rule = {**json.loads((fused_model_dir / "card.json").read_text())["interval_rule"], "premature": 0.1}
+    kw = {"thresholds": {"S": 0.5, "V": 0.99}, "interval_rule": rule}
+    model_dir = edited_model(fused_model_dir, tmp_path / "stream", prematurity_reference="stream", **kw)
+    w, col, _ = live(model_dir)
+    seconds, card = 60.0, w.card
+    replay(w.ingest_endpoint, load_beds(["232"]), speed=0, seconds=seconds, progress=False)
+    n = int(seconds * 360)
+    assert col.wait_for(lambda: len(col.results("bed-")) >= 1 + (n - card.window) // card.hop)
+    time.sleep(0.2)
+    rec = load_record("232", excerpt_dir())
+    rec = dataclasses.replace(rec, signal=rec.signal[:, :n])
+    off = run_record(load_model(model_dir), rec)
+    window = run_record(load_model(edited_model(fused_model_dir, tmp_path / "window", **kw)), rec)
+    mine = sorted(col.results("bed-"), key=lambda r: r.window_start)
+    np.testing.assert_allclose([r.probs for r in mine], off.probs, atol=1e-5)
+    assert sorted((iv.start, iv.end, iv.label) for r in mine for iv in r.intervals) == \
+        sorted((iv.start, iv.end, iv.label) for iv in off.intervals)
+    assert np.abs(off.probs[:, 1] - window.probs[:, 1]).max() > 1e-3  # the stream reference moves S
+
+
 def test_intervals_never_confirmed_are_counted_not_lost(live, tiny_model_dir, tmp_path):
     """confirm 3 and a stream that stops after two windows: nothing is published, the withheld calls are counted."""
     rule = {**json.loads((tiny_model_dir / "card.json").read_text())["interval_rule"], "confirm": 3}

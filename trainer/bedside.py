@@ -440,12 +440,14 @@ class HeldOut:
         return [(i,) for i in range(n)] + ([tuple(range(n))] if n > 1 else [])
 
 
-def held_out(checkpoints: list[Path], data_dir=None, reference: str = "median") -> HeldOut:
+def held_out(checkpoints: list[Path], data_dir=None, reference: str = "median", context: int = 108000) -> HeldOut:
     """Score every DS1 record with each run's member that held it out (the runs must share their folds); each
-    window's rr prematurity is taken against `reference` (`stream_ecg.rhythm.rereferenced`)."""
+    window's rr prematurity is taken against `reference` (`stream_ecg.fusion.rr_prematurity`; "stream": the median of
+    the record's RRs over the last `context` samples, as a live stream of it would hold them)."""
     from .train import load_checkpoint
 
     from stream_ecg.fusion import rr_prematurity  # per window, from its rr_prev channel
+    from stream_ecg.rhythm import RecentRhythm, stream_references
 
     logits, fold, y, w, prem, starts, folds = [], {}, {}, {}, {}, {}, None
     for ck in checkpoints:
@@ -461,7 +463,9 @@ def held_out(checkpoints: list[Path], data_dir=None, reference: str = "median") 
                 raise ValueError(f"{ck} cuts record {r} into other windows than {checkpoints[0]}")
             fold[r], y[r], w[r], run[r] = k, ws.y, ws.w, lg
             if r not in prem:
-                prem[r] = (rr_prematurity(ws.x, len(cfg.leads), reference, cfg.dsp.fs, cfg.dsp.peak_detector) if cfg.dsp.rhythm
+                refs = (stream_references(ws.x[:, 0], ws.start, cfg.dsp.fs, cfg.dsp.peak_detector, RecentRhythm(context, cfg.dsp.fs))
+                        if reference == "stream" else None)
+                prem[r] = (rr_prematurity(ws.x, len(cfg.leads), reference, cfg.dsp.fs, cfg.dsp.peak_detector, refs) if cfg.dsp.rhythm
                            else np.zeros(len(ws.y)))
         logits.append(run)
     return HeldOut(tuple(sorted(y)), fold, y, w, logits, prem)
@@ -575,7 +579,8 @@ def pooled_thresholds(ho: HeldOut, fusion: dict[str, float] | None = None) -> tu
     return thresholds, val_metrics
 
 
-def fuse_run(run: Path, weight: float, out: Path, command: str = "", data_dir=None, reference: str = "median") -> dict:
+def fuse_run(run: Path, weight: float, out: Path, command: str = "", data_dir=None, reference: str = "median",
+             context: int = 108000) -> dict:
     """A copy of cross-fitted `run` whose S logit takes `weight` x rr prematurity (`stream_ecg.fusion`) against
     `reference`, with both thresholds chosen again by max F1 on the pooled out-of-fold fused scores."""
     import json
@@ -586,9 +591,10 @@ def fuse_run(run: Path, weight: float, out: Path, command: str = "", data_dir=No
 
     _, ckpt = load_checkpoint(run / "checkpoint.pt")
     fusion = {"S": float(weight)}
-    thresholds, val_metrics = pooled_thresholds(held_out([run / "checkpoint.pt"], data_dir, reference), fusion)
+    thresholds, val_metrics = pooled_thresholds(held_out([run / "checkpoint.pt"], data_dir, reference, context), fusion)
     meta = {**ckpt["bedside"], "thresholds": thresholds, "val_metrics": val_metrics, "fusion": fusion,
-            "prematurity_reference": reference, "fused_from": str(run), "fused_by": command}
+            "prematurity_reference": reference, **({"prematurity_context": context} if reference == "stream" else {}),
+            "fused_from": str(run), "fused_by": command}
     ensure_dir(out)
     torch.save({**ckpt, "bedside": meta}, out / "checkpoint.pt")
     trained = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").exists() else {}
@@ -639,7 +645,8 @@ def combine_runs(runs: list[Path], out: Path, command: str = "", data_dir=None) 
             "history": [ck["history"] for _, ck in loaded], "best_epoch": meta["best_epoch"], "bedside": meta}
     ensure_dir(out)
     torch.save(ckpt, out / "checkpoint.pt")
-    thresholds, val_metrics = pooled_thresholds(held_out([out / "checkpoint.pt"], data_dir, reference), fusion)
+    thresholds, val_metrics = pooled_thresholds(held_out([out / "checkpoint.pt"], data_dir, reference,
+                                                         meta.get("prematurity_context", 108000)), fusion)
     meta = {**meta, "thresholds": thresholds, "val_metrics": val_metrics}
     torch.save({**ckpt, "bedside": meta}, out / "checkpoint.pt")
     commands = [json.loads((Path(r) / "metrics.json").read_text()).get("command", "") if (Path(r) / "metrics.json").exists() else ""

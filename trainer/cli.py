@@ -198,13 +198,16 @@ def recard(
     make_default: bool = typer.Option(False, help="Write edge_models/DEFAULT naming this model."),
     results: Path = typer.Option(Path("docs/results"), help="Where bedside_ds2.json goes."),
     thresholds: str = typer.Option("{}", help='JSON overrides of the class thresholds, e.g. \'{"V": 0.8}\'.'),
-    reference: str | None = typer.Option(None, help="Prematurity reference for the fusion and interval_rule.premature: median or mean (default: the card's)."),
+    reference: str | None = typer.Option(None, help="Prematurity reference for the fusion and interval_rule.premature: median, mean or stream (default: the card's)."),
+    context: int = typer.Option(108000, min=1, help="With --reference stream: samples of the stream's recent RRs whose median is the reference."),
+    fusion: float | None = typer.Option(None, min=0.0, help="New rhythm-fusion weight on S (chosen with `trainer fuse`; default: the card's)."),
 ) -> None:
     """A shipped model with a new interval rule or thresholds: same model files, new card, re-measured latency and DS2 metrics."""
     from .ship import recard as recard_model
 
     card = recard_model(model, out, name, version, _command(), json.loads(rule), data, evaluate, results,
-                        thresholds=json.loads(thresholds), reference=reference)
+                        thresholds=json.loads(thresholds), reference=reference, context=context,
+                        fusion=None if fusion is None else {"S": fusion})
     if make_default and out.parent.name == "edge_models":
         (out.parent / "DEFAULT").write_text(out.name + "\n")
     typer.echo(json.dumps({k: card[k] for k in ("name", "files", "interval_rule", "latency_ms", "metrics") if k in card},
@@ -521,12 +524,13 @@ def fuse(
     weight: float = typer.Option(..., min=0.0, help="Weight of rr prematurity on the S logit (chosen with `trainer fusion-gain`)."),
     out: Path = typer.Option(..., help="Folder for the fused run (checkpoint.pt, metrics.json), ready for `trainer export`."),
     data: Path | None = typer.Option(None, help="MIT-BIH directory."),
-    reference: str = typer.Option("median", help="What prematurity is taken against: the window's median RR (the rr_prev channel's own) or its mean RR."),
+    reference: str = typer.Option("median", help="What prematurity is taken against: the window's median RR (the rr_prev channel's own), its mean RR, or stream: the median of the stream's recent RRs."),
+    context: int = typer.Option(108000, min=1, help="With --reference stream: samples of the stream's recent RRs (5 min at 360 Hz)."),
 ) -> None:
     """Give a run the rhythm fusion on S and choose its thresholds again, out-of-fold on DS1."""
     from .bedside import fuse_run
 
-    _emit(fuse_run(run, weight, out, _command(), data, reference), None)
+    _emit(fuse_run(run, weight, out, _command(), data, reference, context), None)
 
 
 @app.command()

@@ -5,7 +5,7 @@ when normal beats set the rhythm and fails where ectopic beats are most of the b
 This measures it on the reference annotations alone, no model, so it says which records a timing rule can serve,
 and, with the N beats that come as early (`N_early`), what the rule costs on normal beats. `reference` chooses the
 RR they are early against: the median of the RR intervals around the beat, or their mean
-(`stream_ecg.rhythm.PREMATURITY_REFERENCES`), which long pauses between runs of ectopic beats pull above the ectopic
+(`stream_ecg.rhythm.WINDOW_REFERENCES`), which long pauses between runs of ectopic beats pull above the ectopic
 beats' own RR. `irregularity_report` measures, on the same annotations, how `interval_rule.regular`'s irregularity
 tells windows in atrial fibrillation from windows with S beats.
 """
@@ -16,7 +16,7 @@ import numpy as np
 
 from stream_ecg.data.mitdb import DS1, DS2, load_beats, load_rhythms
 from stream_ecg.intervals import rr_irregularity
-from stream_ecg.rhythm import PREMATURITY_REFERENCES, relative_rr
+from stream_ecg.rhythm import WINDOW_REFERENCES, relative_rr
 
 FIBRILLATION = ("(AFIB", "(AFL")  # MIT-BIH rhythm labels of atrial fibrillation and flutter
 
@@ -25,8 +25,8 @@ def rr_prev_relative(samples: np.ndarray, window: int, reference: str = "median"
     """Per beat (from the second on): its preceding RR over the `reference` ("median" or "mean") of the RR intervals
     ending inside the `window` samples centred on it, minus 1 (how the rhythm channels paint a beat, but from the
     annotations)."""
-    if reference not in PREMATURITY_REFERENCES:
-        raise ValueError(f"reference must be one of {PREMATURITY_REFERENCES}, got {reference!r}")
+    if reference not in WINDOW_REFERENCES:
+        raise ValueError(f"reference must be one of {WINDOW_REFERENCES}, got {reference!r}")
     centre = np.median if reference == "median" else np.mean
     samples = np.asarray(samples, np.int64)
     rr, ends = np.diff(samples), samples[1:]

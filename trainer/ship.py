@@ -16,6 +16,7 @@ from stream_ecg.evaluation import score_records
 from stream_ecg.intervals import IntervalRule
 from stream_ecg.morphology import MIN_BEATS, POST_S, PRE_S
 from stream_ecg.infer import load_model
+from stream_ecg.fusion import infer_windows
 from stream_ecg.offline import run_record
 from stream_ecg.rhythm import PREMATURITY_REFERENCES
 
@@ -181,8 +182,20 @@ PREMATURITY_REFERENCE_TEXT = (
 )
 
 
-def _reference_fields(reference: str) -> dict:
+STREAM_REFERENCE_TEXT = (
+    "the rhythm fusion and interval_rule.premature take each beat's RR (from the R peaks of the first lead) over the "
+    "median of the stream's RRs whose later R peak lies in the last prematurity_context samples up to the window's end "
+    "(per-stream state: stream_ecg.postprocess.stream_rr_reference; each beat once), minus 1, clipped as the rr_prev "
+    "channel is (stream_ecg.rhythm.stream_relative); while the stream holds fewer than 8 RRs (its first seconds, and "
+    "after a gap or a new lead layout) the window's own median, as the rr_prev channel has it; the network's input is unchanged"
+)
+
+
+def _reference_fields(reference: str, context: int = 108000) -> dict:
     """A card's prematurity reference, written only when it is not the rr_prev channel's own median."""
+    if reference == "stream":
+        return {"prematurity_reference": reference, "prematurity_context": int(context),
+                "prematurity_reference_rule": STREAM_REFERENCE_TEXT}
     return {} if reference == "median" else {"prematurity_reference": reference, "prematurity_reference_rule": PREMATURITY_REFERENCE_TEXT}
 
 
@@ -208,7 +221,7 @@ def card_from_run(ckpt: dict, name: str, version: str, command: str) -> dict:
             "rhythm_fusion_rule": "each listed class's logit + weight x rr prematurity, -log(1 + min over the window of "
             "the rr_prev input channel) = -log(shortest RR / the channel's reference RR); stream_ecg.fusion; thresholds "
             "apply to the fused probabilities"} if meta.get("fusion") else {}),
-        **_reference_fields(meta.get("prematurity_reference", "median")),
+        **_reference_fields(meta.get("prematurity_reference", "median"), meta.get("prematurity_context", 108000)),
         "dsp": cfg["dsp"],
         "normalisation": f"per-window, per-lead z-score (std floored at {cfg['dsp']['norm_eps']} mV)",
         "inputs": [*leads.leads, *DspConfig.from_dict(cfg["dsp"]).extra_channels],
@@ -267,10 +280,11 @@ def measure_latency(model_dir: Path, window: int, repeats: int = 30) -> dict:
         model = load_model(model_dir, backend, threads=1)
         for batch in (1, 32):
             x = np.random.default_rng(0).normal(size=(batch, model.card.channels, window)).astype(np.float32)
-            model.infer(x)
+            ref = np.full(batch, 0.8 * model.card.fs)  # a "stream" card's fusion reads one (RR 0.8 s); others ignore it
+            infer_windows(model, x, ref)
             t0 = time.perf_counter()
             for _ in range(repeats):
-                model.infer(x)
+                infer_windows(model, x, ref)
             out[f"{backend}_batch{batch}"] = (time.perf_counter() - t0) / repeats / batch * 1000
     return out
 
@@ -319,7 +333,8 @@ def reevaluate(model_dir: Path, command: str, data_dir=None, results: Path = Pat
 
 def recard(source: Path, out: Path, name: str, version: str, command: str, rule: dict, data_dir=None,
            evaluate: bool = True, results: Path = Path("docs/results"), margin: int = BedsideConfig.margin,
-           thresholds: dict | None = None, reference: str | None = None) -> dict:
+           thresholds: dict | None = None, reference: str | None = None, context: int = 108000,
+           fusion: dict[str, float] | None = None) -> dict:
     """A shipped model with a new interval rule (and class thresholds, and prematurity reference): the same model files
     (checksums verified), a card taking `rule`'s and `thresholds`' overrides, re-measured latency and
     DS2 metrics.
@@ -348,9 +363,11 @@ def recard(source: Path, out: Path, name: str, version: str, command: str, rule:
     card["thresholds"] = {**card["thresholds"], **(thresholds or {})}
     if thresholds:  # the README must not credit these to the training run's threshold rule
         card["threshold_overrides"] = {**card.get("threshold_overrides", {}), **thresholds}
+    if fusion is not None:  # a weight chosen out of fold on DS1 (trainer fuse), on the same network
+        card["rhythm_fusion"] = {k: float(v) for k, v in fusion.items()}
     if reference is not None:
-        card = {k: v for k, v in card.items() if k not in ("prematurity_reference", "prematurity_reference_rule")}
-        card.update(_reference_fields(reference))
+        card = {k: v for k, v in card.items() if k not in ("prematurity_reference", "prematurity_reference_rule", "prematurity_context")}
+        card.update(_reference_fields(reference, context))
     card.pop("metrics", None)
     (out / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
     card["latency_ms"] = measure_latency(out, int(card["window"]))
@@ -485,7 +502,9 @@ def unpack(model_dir: Path, out: Path, command: str = "") -> dict:
                         rule=IntervalRule.from_dict(raw["interval_rule"]), folds=tuple(tuple(f) for f in training["folds"]),
                         leads=tuple(raw["leads"]))
     meta = {"bedside_config": cfg.to_dict(), "thresholds": raw["thresholds"], "fusion": raw.get("rhythm_fusion", {}),
-            "prematurity_reference": raw.get("prematurity_reference", "median"), "seeds": raw["ensemble"].get("seeds"),
+            "prematurity_reference": raw.get("prematurity_reference", "median"),
+            **({"prematurity_context": raw["prematurity_context"]} if "prematurity_context" in raw else {}),
+            "seeds": raw["ensemble"].get("seeds"),
             "train_windows": training.get("windows", {}).get("train"), "val_windows": training.get("windows", {}).get("val"),
             "train_seconds": training.get("train_seconds"), "best_epoch": training.get("best_epoch"),
             "unpacked_from": str(model_dir), "unpacked_by": command}
