@@ -483,6 +483,20 @@ def test_mean_reference_finds_ectopic_runs_between_pauses_that_the_median_misses
         rr_prev_relative(samples, 3600, "mode")
 
 
+def test_stream_context_counts_a_run_early_against_the_rhythm_before_it():
+    from trainer.prematurity import rr_prev_relative, s_prematurity
+
+    # 20 beats at RR 400, then a run of 6 at RR 250: the run is its own window's median, not the stream's
+    samples = np.cumsum([0] + [400] * 20 + [250] * 6)
+    aami = np.array(["N"] * 21 + ["S"] * 6)
+    assert s_prematurity(samples, aami, 2000, 0.1)["S_early"] < 6  # the window's median is mostly the run's
+    stream = s_prematurity(samples, aami, 2000, 0.1, context=36000)
+    assert stream["S_early"] == 6 and stream["N_early"] == 0
+    rel = rr_prev_relative(samples, 2000, context=36000)
+    assert np.all(rel[:8] == 0.0)  # under eight earlier RRs: unjudged
+    assert rel[-1] == pytest.approx(250 / 400 - 1)  # the median of the RRs before it is still 400
+
+
 def test_window_irregularity_tells_fibrillation_from_a_lone_early_beat():
     from trainer.prematurity import window_irregularity
 

@@ -274,13 +274,14 @@ def prematurity(
     window: int = typer.Option(2000, help="Samples around each beat whose RR intervals set its reference (the model window)."),
     premature: float = typer.Option(0.1, help="How much shorter than the reference an S beat's RR must be to count as early."),
     reference: str = typer.Option("median", help="What the RR is early against: the median or the mean of the RR intervals around the beat."),
+    context: int = typer.Option(0, min=0, help="> 0: against the RRs of this many samples before the beat instead (a stream's recent rhythm, causal)."),
     data: Path | None = typer.Option(None, help="MIT-BIH directory."),
     out: Path | None = typer.Option(None, help="Also write the JSON here."),
 ) -> None:
     """From the annotations alone: the share of S (and N) beats that come early against the RR around them, per record."""
     from .prematurity import prematurity_report
 
-    report = prematurity_report(records, window, premature, data, reference)
+    report = prematurity_report(records, window, premature, data, reference, context)
     report["command"] = _command()
     _emit(report, out)
 

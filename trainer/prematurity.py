@@ -21,24 +21,32 @@ from stream_ecg.rhythm import WINDOW_REFERENCES, relative_rr
 FIBRILLATION = ("(AFIB", "(AFL")  # MIT-BIH rhythm labels of atrial fibrillation and flutter
 
 
-def rr_prev_relative(samples: np.ndarray, window: int, reference: str = "median") -> np.ndarray:
+STREAM_MIN_RR = 8  # as stream_ecg.rhythm.STREAM_REFERENCE_MIN_RR: fewer earlier RRs leave a beat unjudged (not early)
+
+
+def rr_prev_relative(samples: np.ndarray, window: int, reference: str = "median", context: int = 0) -> np.ndarray:
     """Per beat (from the second on): its preceding RR over the `reference` ("median" or "mean") of the RR intervals
     ending inside the `window` samples centred on it, minus 1 (how the rhythm channels paint a beat, but from the
-    annotations)."""
+    annotations). With `context` > 0, over the `reference` of the RRs that end in the `context` samples before the
+    beat's own (causal: what a stream had seen; 0 while it had seen fewer than STREAM_MIN_RR)."""
     if reference not in WINDOW_REFERENCES:
         raise ValueError(f"reference must be one of {WINDOW_REFERENCES}, got {reference!r}")
     centre = np.median if reference == "median" else np.mean
     samples = np.asarray(samples, np.int64)
     rr, ends = np.diff(samples), samples[1:]
+    if context > 0:
+        lo = np.searchsorted(ends, ends - context, side="left")
+        return np.array([rr[k] / centre(rr[a:k]) - 1.0 if k - a >= STREAM_MIN_RR else 0.0 for k, a in enumerate(lo)])
     lo = np.searchsorted(ends, ends - window // 2, side="left")
     hi = np.searchsorted(ends, ends + window // 2, side="left")
     return np.array([rr[k] / centre(rr[a:b]) - 1.0 for k, (a, b) in enumerate(zip(lo, hi))])
 
 
-def s_prematurity(samples: np.ndarray, aami: np.ndarray, window: int, premature: float, reference: str = "median") -> dict:
-    """Beats, S beats, the S beats whose preceding RR is at least `premature` shorter than the RR around them, and
-    the N beats that come as early (what a timing rule would wrongly take for S)."""
-    rel = rr_prev_relative(samples, window, reference)
+def s_prematurity(samples: np.ndarray, aami: np.ndarray, window: int, premature: float, reference: str = "median",
+                  context: int = 0) -> dict:
+    """Beats, S beats, the S beats whose preceding RR is at least `premature` shorter than the RR around them (or, with
+    `context`, before them), and the N beats that come as early (what a timing rule would wrongly take for S)."""
+    rel = rr_prev_relative(samples, window, reference, context)
     aami = np.asarray(aami)
     s, n = aami[1:] == "S", aami[1:] == "N"
     return {"beats": int(len(samples)), "S": int(s.sum() + (len(aami) > 0 and aami[0] == "S")),
@@ -47,14 +55,14 @@ def s_prematurity(samples: np.ndarray, aami: np.ndarray, window: int, premature:
 
 
 def prematurity_report(records: str = "DS1,DS2", window: int = 2000, premature: float = 0.1, data_dir=None,
-                       reference: str = "median") -> dict:
+                       reference: str = "median", context: int = 0) -> dict:
     """Per record and pooled per database half: S share of the beats, share of S beats that come early, and share
     of N beats that come as early."""
     groups = _groups(records)
     rows = {}
     for name in (n for names in groups.values() for n in names):
         beats = load_beats(name, data_dir)
-        rows[name] = s_prematurity(beats.samples, beats.aami(), window, premature, reference)
+        rows[name] = s_prematurity(beats.samples, beats.aami(), window, premature, reference, context)
         rows[name]["S_share"] = rows[name]["S"] / max(rows[name]["beats"], 1)
         rows[name]["S_early_share"] = rows[name]["S_early"] / rows[name]["S"] if rows[name]["S"] else None
         rows[name]["N_early_share"] = rows[name]["N_early"] / rows[name]["N"] if rows[name]["N"] else None
@@ -63,7 +71,8 @@ def prematurity_report(records: str = "DS1,DS2", window: int = 2000, premature: 
         tot = {k: sum(rows[n][k] for n in names) for k in ("S", "S_early", "N", "N_early")}
         pooled[part] = {**tot, "S_early_share": tot["S_early"] / tot["S"] if tot["S"] else None,
                         "N_early_share": tot["N_early"] / tot["N"] if tot["N"] else None}
-    return {"window": window, "premature": premature, "reference": reference, "records": rows, "pooled": pooled}
+    return {"window": window, "context": context, "premature": premature, "reference": reference, "records": rows,
+            "pooled": pooled}
 
 
 def _groups(records: str) -> dict[str, list[str]]:
