@@ -57,8 +57,9 @@ PREMATURE_LIMITS = (
 
 PREMATURE_CONTEXT_LIMITS = (
     " S intervals are published only on beats that come early against the stream's recent RRs (interval_rule."
-    "premature_context, per-stream state; the window's own median until the stream holds 8 RRs, and again after a gap "
-    "or a new lead layout): after a lasting rise of rate normal beats read as early until that span follows it, and "
+    "premature_context, per-stream state; the window's own median until the stream holds 8 RRs: its first seconds, "
+    "after a new lead layout, or after a gap longer than that span): after a lasting rise of rate normal beats read as "
+    "early until that span follows it, and "
     "ectopy that persists for most of the span stops reading as early."
 )
 
@@ -185,9 +186,10 @@ PREMATURITY_REFERENCE_TEXT = (
 STREAM_REFERENCE_TEXT = (
     "the rhythm fusion and interval_rule.premature take each beat's RR (from the R peaks of the first lead) over the "
     "median of the stream's RRs whose later R peak lies in the last prematurity_context samples up to the window's end "
-    "(per-stream state: stream_ecg.postprocess.stream_rr_reference; each beat once), minus 1, clipped as the rr_prev "
-    "channel is (stream_ecg.rhythm.stream_relative); while the stream holds fewer than 8 RRs (its first seconds, and "
-    "after a gap or a new lead layout) the window's own median, as the rr_prev channel has it; the network's input is unchanged"
+    "(per-stream state: stream_ecg.postprocess.stream_rr_reference; each beat once; a gap keeps it, a new lead layout "
+    "starts it afresh), minus 1, clipped as the rr_prev channel is (stream_ecg.rhythm.stream_relative); while the "
+    "stream holds fewer than 8 RRs (its first seconds, or after a gap longer than that span) the window's own median, "
+    "as the rr_prev channel has it; the network's input is unchanged"
 )
 
 
