@@ -215,6 +215,10 @@ def test_stream_rr_reference_equals_the_batch_path_and_restarts_with_the_layout(
     assert np.isfinite(expected).sum() > 10 and np.ptp(expected[np.isfinite(expected)]) > 0  # not a constant
     table = StreamTable(card)
     feed(table, chunks(rec, 250, n))
+    held = len(table.streams["bed"].reference.rr)
+    k = n // 250 + 4  # two chunks lost: a gap keeps the stream's rhythm (its RRs age out of the span)
+    _, outcomes = feed(table, [Chunk("bed", k, k * 250, rec.fs, rec.leads, rec.signal[:, k * 250 : (k + 1) * 250])])
+    assert outcomes[0].events == ("gap",) and len(table.streams["bed"].reference.rr) == held > 20
     feed(table, [Chunk("bed", 10_001, 0, 250.0, rec.leads, rec.signal[:, :250])])  # another monitor or patient
     assert len(table.streams["bed"].reference.rr) == 0
     assert all(w.rr_reference is None for w in feed(StreamTable(make_card()), chunks(rec, 250, 3 * WINDOW))[0])
