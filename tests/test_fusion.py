@@ -92,16 +92,21 @@ def test_prematurity_stays_finite_on_inputs_no_rhythm_channel_can_hold():
     assert np.all(np.isfinite(prem)) and prem[1] == 0.0 and prem[2] == pytest.approx(-np.log(0.7))
 
 
-def _ectopic_runs_between_pauses() -> np.ndarray:
-    """One 1-lead window with rhythm channels: a beat after each 500-sample pause, then two ectopic beats 250 apart
-    (MIT-BIH 232's pattern): the ectopic beats' RR is the window's median."""
-    peaks = np.array([50, 550, 800, 1050, 1550, 1800])
+def _spikes(peaks: list[int]) -> np.ndarray:
+    """One 1-lead window of unit spikes at `peaks`, with its rhythm channels as the DSP paints them."""
+    peaks = np.asarray(peaks)
     lead = np.zeros(2000)
     lead[peaks] = 1.0
     x = np.zeros((1, 3, 2000), np.float32)
     x[0, 0] = lead
     x[0, 1:] = rr_channels(lead, 360.0, None, peaks)
     return x
+
+
+def _ectopic_runs_between_pauses() -> np.ndarray:
+    """A beat after each 500-sample pause, then two ectopic beats 250 apart (MIT-BIH 232's pattern): the ectopic
+    beats' RR is the window's median."""
+    return _spikes([50, 550, 800, 1050, 1550, 1800])
 
 
 def test_mean_reference_finds_ectopic_runs_the_median_misses():
@@ -149,14 +154,8 @@ def test_fuse_applies_the_cards_reference(tiny_model_dir):
 
 
 def _run_of_tachycardia() -> np.ndarray:
-    """One 1-lead window with rhythm channels: a run of beats at RR 250 (the window's median) after two at RR 400."""
-    peaks = np.array([100, 500, 900, 1150, 1400, 1650, 1900])
-    lead = np.zeros(2000)
-    lead[peaks] = 1.0
-    x = np.zeros((1, 3, 2000), np.float32)
-    x[0, 0] = lead
-    x[0, 1:] = rr_channels(lead, 360.0, None, peaks)
-    return x
+    """A run of beats at RR 250 (the window's median) after two at RR 400."""
+    return _spikes([100, 500, 900, 1150, 1400, 1650, 1900])
 
 
 def test_stream_reference_sees_a_run_that_the_windows_median_hides():

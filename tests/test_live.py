@@ -191,58 +191,54 @@ def test_replayed_excerpt_gives_every_window_and_matches_the_offline_path(live, 
         np.testing.assert_allclose(live_probs, offline_probs(model, rec, 0, n, starts), atol=1e-5)
 
 
-def test_confirm_publishes_live_what_the_offline_path_publishes_a_hop_later(live, tiny_model_dir, tmp_path):
-    """interval_rule.confirm 2: each interval rides on the Result of the second window that lit it, live as offline."""
+def replayed_and_offline(live, model_dir: Path, record: str, seconds: float):
+    """`seconds` of an excerpt record replayed at full speed into a worker on `model_dir`: its Results in window order,
+    the record cut to that length, and the offline path's output on it (what live must equal)."""
     import dataclasses
 
     from stream_ecg.offline import run_record
 
+    w, col, _ = live(model_dir)
+    replay(w.ingest_endpoint, load_beds([record]), speed=0, seconds=seconds, progress=False)
+    n = int(seconds * 360)
+    assert col.wait_for(lambda: len(col.results("bed-")) >= 1 + (n - w.card.window) // w.card.hop)
+    time.sleep(0.2)
+    rec = load_record(record, excerpt_dir())
+    rec = dataclasses.replace(rec, signal=rec.signal[:, :n])
+    return sorted(col.results("bed-"), key=lambda r: r.window_start), rec, run_record(load_model(model_dir), rec)
+
+
+def _marks(intervals) -> list[tuple[int, int, str]]:
+    return sorted((iv.start, iv.end, iv.label) for iv in intervals)
+
+
+def test_confirm_publishes_live_what_the_offline_path_publishes_a_hop_later(live, tiny_model_dir, tmp_path):
+    """interval_rule.confirm 2: each interval rides on the Result of the second window that lit it, live as offline."""
+    from stream_ecg.offline import run_record
+
     rule = {**json.loads((tiny_model_dir / "card.json").read_text())["interval_rule"], "confirm": 2}
     model_dir = edited_model(tiny_model_dir, tmp_path / "confirm2", thresholds={"S": 0.0, "V": 0.0}, interval_rule=rule)
-    w, col, _ = live(model_dir)
-    seconds, card = 30.0, w.card
-    beds = load_beds(["208"])
-    replay(w.ingest_endpoint, beds, speed=0, seconds=seconds, progress=False)
-    n = int(seconds * 360)
-    assert col.wait_for(lambda: len(col.results("bed-")) >= 1 + (n - card.window) // card.hop)
-    time.sleep(0.2)
-    results = col.results("bed-")
+    results, rec, off = replayed_and_offline(live, model_dir, "208", 30.0)
     for r in results:  # the confirming window lit the interval itself, so it alarms on its class
         assert {iv.label for iv in r.intervals} <= set(r.alarms)
-    rec = load_record("208", excerpt_dir())
-    rec = dataclasses.replace(rec, signal=rec.signal[:, :n])
-    off = run_record(load_model(model_dir), rec)
     once = run_record(load_model(edited_model(tiny_model_dir, tmp_path / "once", thresholds={"S": 0.0, "V": 0.0})), rec)
-    published = sorted((iv.start, iv.end, iv.label) for r in results for iv in r.intervals)
-    assert published == sorted((iv.start, iv.end, iv.label) for iv in off.intervals)
+    assert _marks(iv for r in results for iv in r.intervals) == _marks(off.intervals)
     assert len(off.intervals) > 0 and len(once.intervals) > 0
-    assert off.first_seen[0] == once.first_seen[0] + card.hop  # the first mark waits one hop for its confirmation
+    assert off.first_seen[0] == once.first_seen[0] + load_model(model_dir).card.hop  # the first mark waits one hop
 
 
 def test_premature_context_publishes_live_what_the_offline_path_publishes(live, fused_model_dir, tmp_path):
     """interval_rule.premature_context: the stream's RR memory lives in the ingest buffer live and in run_record offline;
     both mark the same beats, and the memory changes which beats those are (else the check would be empty)."""
-    import dataclasses
-
     from stream_ecg.offline import run_record
 
     base = {**json.loads((fused_model_dir / "card.json").read_text())["interval_rule"], "premature": 0.1}
     rule = {**base, "premature_context": 10800, "premature_centre": "mean"}
     model_dir = edited_model(fused_model_dir, tmp_path / "context", thresholds={"S": 0.0, "V": 0.99}, interval_rule=rule)
-    w, col, _ = live(model_dir)
-    seconds, card = 60.0, w.card
-    beds = load_beds(["232"])
-    replay(w.ingest_endpoint, beds, speed=0, seconds=seconds, progress=False)
-    n = int(seconds * 360)
-    assert col.wait_for(lambda: len(col.results("bed-")) >= 1 + (n - card.window) // card.hop)
-    time.sleep(0.2)
-    rec = load_record("232", excerpt_dir())
-    rec = dataclasses.replace(rec, signal=rec.signal[:, :n])
-    off = run_record(load_model(model_dir), rec)
+    results, rec, off = replayed_and_offline(live, model_dir, "232", 60.0)
     window_only = edited_model(fused_model_dir, tmp_path / "window", thresholds={"S": 0.0, "V": 0.99}, interval_rule=base)
     own = run_record(load_model(window_only), rec)
-    published = sorted((iv.start, iv.end, iv.label) for r in col.results("bed-") for iv in r.intervals)
-    assert published == sorted((iv.start, iv.end, iv.label) for iv in off.intervals)
+    assert _marks(iv for r in results for iv in r.intervals) == _marks(off.intervals)
     assert len(off.intervals) > 0
     assert {(iv.start, iv.label) for iv in off.intervals} != {(iv.start, iv.label) for iv in own.intervals}
 
@@ -250,27 +246,15 @@ def test_premature_context_publishes_live_what_the_offline_path_publishes(live, 
 def test_a_stream_fused_card_serves_live_what_the_offline_path_computes(live, fused_model_dir, tmp_path):
     """prematurity_reference "stream": the fusion reads each window's stream RR reference from the ingest buffer live
     and from run_record offline; probabilities and marks agree, and the reference moves them (else the check is empty)."""
-    import dataclasses
-
     from stream_ecg.offline import run_record
 
     rule = {**json.loads((fused_model_dir / "card.json").read_text())["interval_rule"], "premature": 0.1}
     kw = {"thresholds": {"S": 0.5, "V": 0.99}, "interval_rule": rule}
     model_dir = edited_model(fused_model_dir, tmp_path / "stream", prematurity_reference="stream", **kw)
-    w, col, _ = live(model_dir)
-    seconds, card = 60.0, w.card
-    replay(w.ingest_endpoint, load_beds(["232"]), speed=0, seconds=seconds, progress=False)
-    n = int(seconds * 360)
-    assert col.wait_for(lambda: len(col.results("bed-")) >= 1 + (n - card.window) // card.hop)
-    time.sleep(0.2)
-    rec = load_record("232", excerpt_dir())
-    rec = dataclasses.replace(rec, signal=rec.signal[:, :n])
-    off = run_record(load_model(model_dir), rec)
+    results, rec, off = replayed_and_offline(live, model_dir, "232", 60.0)
     window = run_record(load_model(edited_model(fused_model_dir, tmp_path / "window", **kw)), rec)
-    mine = sorted(col.results("bed-"), key=lambda r: r.window_start)
-    np.testing.assert_allclose([r.probs for r in mine], off.probs, atol=1e-5)
-    assert sorted((iv.start, iv.end, iv.label) for r in mine for iv in r.intervals) == \
-        sorted((iv.start, iv.end, iv.label) for iv in off.intervals)
+    np.testing.assert_allclose([r.probs for r in results], off.probs, atol=1e-5)
+    assert _marks(iv for r in results for iv in r.intervals) == _marks(off.intervals)
     assert np.abs(off.probs[:, 1] - window.probs[:, 1]).max() > 1e-3  # the stream reference moves S
 
 
