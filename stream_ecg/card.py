@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .dsp import DspConfig
 from .intervals import IntervalRule
-from .rhythm import PREMATURITY_REFERENCES
+from .rhythm import PREMATURITY_REFERENCES, STREAM_CONTEXT
 
 CARD_FILE = "card.json"
 DEFAULT_FILE = "DEFAULT"
@@ -78,7 +78,7 @@ class ModelCard:
     # channel as the network sees it), the window's mean RR (stream_ecg.rhythm.rereferenced), or "stream": the median
     # of the stream's RRs over the last prematurity_context samples (per-stream state, postprocess.stream_rr_reference)
     prematurity_reference: str = "median"
-    prematurity_context: int = 108000  # samples (5 min at 360 Hz); read only with prematurity_reference "stream"
+    prematurity_context: int = STREAM_CONTEXT  # samples; read only with prematurity_reference "stream"
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -106,7 +106,7 @@ class ModelCard:
                 model_config=dict(d.get("model_config", {})),
                 rhythm_fusion={k: float(v) for k, v in d.get("rhythm_fusion", {}).items()},
                 prematurity_reference=str(d.get("prematurity_reference", "median")),
-                prematurity_context=int(d.get("prematurity_context", 108000)),
+                prematurity_context=int(d.get("prematurity_context", STREAM_CONTEXT)),
                 raw=d,
             )
         except (KeyError, TypeError, ValueError) as exc:

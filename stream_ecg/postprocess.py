@@ -24,7 +24,7 @@ from .intervals import attention_to_intervals, distinct_beats, onto_premature, p
 from .quality import kurtosis_sqi
 from .rhythm import RecentRhythm, r_peaks, stream_references
 
-InferFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+InferFn = Callable[..., tuple[np.ndarray, np.ndarray]]  # infer(x); a "stream"-fused card's: infer(x, rr_reference)
 PREMATURE_CLASS = "S"  # the class interval_rule.premature moves onto early beats: every AAMI S beat comes early
 DISTINCT_CLASS = "V"  # the class interval_rule.distinct keeps only on beats unlike the window's median beat
 
@@ -78,7 +78,8 @@ def label_intervals(
     not probabilities: with two ectopic beats in view the probability stays saturated when one goes).
     Score: the class probability of the window times the interval's normalised attention peak.
     `irregular`: each window's `stream_irregularity`, needed when the card's rule has `regular_stream`.
-    `rr_reference`: each window's `stream_rr_reference`, needed when the card's rule has `premature_context`.
+    `rr_reference`: each window's `stream_rr_reference`, needed when the card reads a stream RR reference (its rule's
+    `premature_context`, or its `prematurity_reference` "stream", whose fused `infer` then also takes it).
     """
     rule = card.interval_rule
     if rule.regular_stream > 0 and PREMATURE_CLASS in card.abnormal and (irregular is None or len(irregular) != len(x)):

@@ -24,6 +24,7 @@ from stream_ecg.data.mitdb import DS1, Record
 from stream_ecg.dsp import DspConfig, normalise_window, window_input
 from stream_ecg.intervals import IntervalRule
 from stream_ecg.offline import model_input, window_starts
+from stream_ecg.rhythm import STREAM_CONTEXT
 from stream_ecg.scoring import detection_metrics, window_targets
 
 ABNORMAL = ("S", "V")
@@ -440,7 +441,7 @@ class HeldOut:
         return [(i,) for i in range(n)] + ([tuple(range(n))] if n > 1 else [])
 
 
-def held_out(checkpoints: list[Path], data_dir=None, reference: str = "median", context: int = 108000) -> HeldOut:
+def held_out(checkpoints: list[Path], data_dir=None, reference: str = "median", context: int = STREAM_CONTEXT) -> HeldOut:
     """Score every DS1 record with each run's member that held it out (the runs must share their folds); each
     window's rr prematurity is taken against `reference` (`stream_ecg.fusion.rr_prematurity`; "stream": the median of
     the record's RRs over the last `context` samples, as a live stream of it would hold them)."""
@@ -580,7 +581,7 @@ def pooled_thresholds(ho: HeldOut, fusion: dict[str, float] | None = None) -> tu
 
 
 def fuse_run(run: Path, weight: float, out: Path, command: str = "", data_dir=None, reference: str = "median",
-             context: int = 108000) -> dict:
+             context: int = STREAM_CONTEXT) -> dict:
     """A copy of cross-fitted `run` whose S logit takes `weight` x rr prematurity (`stream_ecg.fusion`) against
     `reference`, with both thresholds chosen again by max F1 on the pooled out-of-fold fused scores."""
     import json
@@ -646,7 +647,7 @@ def combine_runs(runs: list[Path], out: Path, command: str = "", data_dir=None) 
     ensure_dir(out)
     torch.save(ckpt, out / "checkpoint.pt")
     thresholds, val_metrics = pooled_thresholds(held_out([out / "checkpoint.pt"], data_dir, reference,
-                                                         meta.get("prematurity_context", 108000)), fusion)
+                                                         meta.get("prematurity_context", STREAM_CONTEXT)), fusion)
     meta = {**meta, "thresholds": thresholds, "val_metrics": val_metrics}
     torch.save({**ckpt, "bedside": meta}, out / "checkpoint.pt")
     commands = [json.loads((Path(r) / "metrics.json").read_text()).get("command", "") if (Path(r) / "metrics.json").exists() else ""

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import typer
 
+from stream_ecg.rhythm import STREAM_CONTEXT
+
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Train, evaluate and export stream-ecg models.")
 experiment_app = typer.Typer(no_args_is_help=True, help="Reproducible experiments that write docs/results/*.json.")
 app.add_typer(experiment_app, name="experiment")
@@ -199,7 +201,7 @@ def recard(
     results: Path = typer.Option(Path("docs/results"), help="Where bedside_ds2.json goes."),
     thresholds: str = typer.Option("{}", help='JSON overrides of the class thresholds, e.g. \'{"V": 0.8}\'.'),
     reference: str | None = typer.Option(None, help="Prematurity reference for the fusion and interval_rule.premature: median, mean or stream (default: the card's)."),
-    context: int = typer.Option(108000, min=1, help="With --reference stream: samples of the stream's recent RRs whose median is the reference."),
+    context: int = typer.Option(STREAM_CONTEXT, min=1, help="With --reference stream: samples of the stream's recent RRs whose median is the reference."),
     fusion: float | None = typer.Option(None, min=0.0, help="New rhythm-fusion weight on S (chosen with `trainer fuse`; default: the card's)."),
 ) -> None:
     """A shipped model with a new interval rule or thresholds: same model files, new card, re-measured latency and DS2 metrics."""
@@ -526,7 +528,7 @@ def fuse(
     out: Path = typer.Option(..., help="Folder for the fused run (checkpoint.pt, metrics.json), ready for `trainer export`."),
     data: Path | None = typer.Option(None, help="MIT-BIH directory."),
     reference: str = typer.Option("median", help="What prematurity is taken against: the window's median RR (the rr_prev channel's own), its mean RR, or stream: the median of the stream's recent RRs."),
-    context: int = typer.Option(108000, min=1, help="With --reference stream: samples of the stream's recent RRs (5 min at 360 Hz)."),
+    context: int = typer.Option(STREAM_CONTEXT, min=1, help="With --reference stream: samples of the stream's recent RRs (5 min at 360 Hz)."),
 ) -> None:
     """Give a run the rhythm fusion on S and choose its thresholds again, out-of-fold on DS1."""
     from .bedside import fuse_run

@@ -16,19 +16,16 @@ import numpy as np
 
 from stream_ecg.data.mitdb import DS1, DS2, load_beats, load_rhythms
 from stream_ecg.intervals import rr_irregularity
-from stream_ecg.rhythm import WINDOW_REFERENCES, relative_rr
+from stream_ecg.rhythm import STREAM_REFERENCE_MIN_RR, WINDOW_REFERENCES, relative_rr
 
 FIBRILLATION = ("(AFIB", "(AFL")  # MIT-BIH rhythm labels of atrial fibrillation and flutter
-
-
-STREAM_MIN_RR = 8  # as stream_ecg.rhythm.STREAM_REFERENCE_MIN_RR: fewer earlier RRs leave a beat unjudged (not early)
 
 
 def rr_prev_relative(samples: np.ndarray, window: int, reference: str = "median", context: int = 0) -> np.ndarray:
     """Per beat (from the second on): its preceding RR over the `reference` ("median" or "mean") of the RR intervals
     ending inside the `window` samples centred on it, minus 1 (how the rhythm channels paint a beat, but from the
     annotations). With `context` > 0, over the `reference` of the RRs that end in the `context` samples before the
-    beat's own (causal: what a stream had seen; 0 while it had seen fewer than STREAM_MIN_RR)."""
+    beat's own (causal: what a stream had seen; 0 while it had seen fewer than STREAM_REFERENCE_MIN_RR)."""
     if reference not in WINDOW_REFERENCES:
         raise ValueError(f"reference must be one of {WINDOW_REFERENCES}, got {reference!r}")
     centre = np.median if reference == "median" else np.mean
@@ -36,7 +33,7 @@ def rr_prev_relative(samples: np.ndarray, window: int, reference: str = "median"
     rr, ends = np.diff(samples), samples[1:]
     if context > 0:
         lo = np.searchsorted(ends, ends - context, side="left")
-        return np.array([rr[k] / centre(rr[a:k]) - 1.0 if k - a >= STREAM_MIN_RR else 0.0 for k, a in enumerate(lo)])
+        return np.array([rr[k] / centre(rr[a:k]) - 1.0 if k - a >= STREAM_REFERENCE_MIN_RR else 0.0 for k, a in enumerate(lo)])
     lo = np.searchsorted(ends, ends - window // 2, side="left")
     hi = np.searchsorted(ends, ends + window // 2, side="left")
     return np.array([rr[k] / centre(rr[a:b]) - 1.0 for k, (a, b) in enumerate(zip(lo, hi))])

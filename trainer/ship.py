@@ -18,7 +18,7 @@ from stream_ecg.morphology import MIN_BEATS, POST_S, PRE_S
 from stream_ecg.infer import load_model
 from stream_ecg.fusion import infer_windows
 from stream_ecg.offline import run_record
-from stream_ecg.rhythm import PREMATURITY_REFERENCES
+from stream_ecg.rhythm import PREMATURITY_REFERENCES, STREAM_CONTEXT
 
 from .bedside import ABNORMAL, CLASSES, BedsideConfig, record_windows
 from .export import Deployable, write_model_folder
@@ -193,7 +193,7 @@ STREAM_REFERENCE_TEXT = (
 )
 
 
-def _reference_fields(reference: str, context: int = 108000) -> dict:
+def _reference_fields(reference: str, context: int = STREAM_CONTEXT) -> dict:
     """A card's prematurity reference, written only when it is not the rr_prev channel's own median."""
     if reference == "stream":
         return {"prematurity_reference": reference, "prematurity_context": int(context),
@@ -223,7 +223,7 @@ def card_from_run(ckpt: dict, name: str, version: str, command: str) -> dict:
             "rhythm_fusion_rule": "each listed class's logit + weight x rr prematurity, -log(1 + min over the window of "
             "the rr_prev input channel) = -log(shortest RR / the channel's reference RR); stream_ecg.fusion; thresholds "
             "apply to the fused probabilities"} if meta.get("fusion") else {}),
-        **_reference_fields(meta.get("prematurity_reference", "median"), meta.get("prematurity_context", 108000)),
+        **_reference_fields(meta.get("prematurity_reference", "median"), meta.get("prematurity_context", STREAM_CONTEXT)),
         "dsp": cfg["dsp"],
         "normalisation": f"per-window, per-lead z-score (std floored at {cfg['dsp']['norm_eps']} mV)",
         "inputs": [*leads.leads, *DspConfig.from_dict(cfg["dsp"]).extra_channels],
@@ -335,7 +335,7 @@ def reevaluate(model_dir: Path, command: str, data_dir=None, results: Path = Pat
 
 def recard(source: Path, out: Path, name: str, version: str, command: str, rule: dict, data_dir=None,
            evaluate: bool = True, results: Path = Path("docs/results"), margin: int = BedsideConfig.margin,
-           thresholds: dict | None = None, reference: str | None = None, context: int = 108000,
+           thresholds: dict | None = None, reference: str | None = None, context: int = STREAM_CONTEXT,
            fusion: dict[str, float] | None = None) -> dict:
     """A shipped model with a new interval rule (and class thresholds, and prematurity reference): the same model files
     (checksums verified), a card taking `rule`'s and `thresholds`' overrides, re-measured latency and
