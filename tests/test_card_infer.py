@@ -298,6 +298,10 @@ def test_a_stream_reference_replaces_the_window_median_sentence():
     assert stream == "Limits." + REGULAR_LIMITS + PREMATURE_CONTEXT_LIMITS
     assert rule_limits(stream, IntervalRule(premature=0.1, regular=0.05, premature_context=108000)) == stream
     assert PREMATURE_LIMITS not in stream
+    card_wide = rule_limits(window, IntervalRule(premature=0.1, regular=0.05), stream_reference=True)  # "stream" card
+    assert card_wide == stream
+    back = rule_limits(stream, IntervalRule(premature=0.1, regular=0.05))  # recarded to the window's median again
+    assert PREMATURE_CONTEXT_LIMITS not in back and PREMATURE_LIMITS in back
 
 
 def test_recard_sets_the_prematurity_reference(fused_model_dir, tmp_path):

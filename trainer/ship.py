@@ -57,10 +57,10 @@ PREMATURE_LIMITS = (
 
 PREMATURE_CONTEXT_LIMITS = (
     " S intervals are published only on beats that come early against the stream's recent RRs (interval_rule."
-    "premature_context, per-stream state; the window's own median until the stream holds 8 RRs: its first seconds, "
-    "after a new lead layout, or after a gap longer than that span): after a lasting rise of rate normal beats read as "
-    "early until that span follows it, and "
-    "ectopy that persists for most of the span stops reading as early."
+    "premature_context, or the card's prematurity_reference \"stream\"; per-stream state, the window's own median until "
+    "the stream holds 8 RRs: its first seconds, after a new lead layout, or after a gap longer than that span): after a "
+    "lasting rise of rate normal beats read as early until that span follows it, and ectopy that persists for most of "
+    "the span stops reading as early."
 )
 
 
@@ -99,14 +99,17 @@ CONFIRM_LIMITS = (
 )
 
 
-def rule_limits(limits: str, rule: IntervalRule) -> str:
-    """The card's limits with the sentences its interval rule adds (once each), so a recarded model states them too."""
-    if rule.premature > 0 and rule.premature_context > 0:  # the window-median sentence no longer holds
+def rule_limits(limits: str, rule: IntervalRule, stream_reference: bool = False) -> str:
+    """The card's limits with the sentences its interval rule adds (once each), so a recarded model states them too.
+    `stream_reference`: the card's prematurity_reference is "stream", so the premature rule reads the stream's RRs."""
+    if rule.premature > 0 and (rule.premature_context > 0 or stream_reference):  # the window-median sentence no longer holds
         limits = limits.replace(PREMATURE_LIMITS, "")
         if PREMATURE_CONTEXT_LIMITS not in limits:
             limits += PREMATURE_CONTEXT_LIMITS
-    elif rule.premature > 0 and PREMATURE_LIMITS not in limits:
-        limits += PREMATURE_LIMITS
+    elif rule.premature > 0:  # back to the window's median (a card recarded to another reference)
+        limits = limits.replace(PREMATURE_CONTEXT_LIMITS, "")
+        if PREMATURE_LIMITS not in limits:
+            limits += PREMATURE_LIMITS
     if rule.regular > 0 and REGULAR_LIMITS not in limits:
         limits += REGULAR_LIMITS
     if rule.regular_stream > 0 and REGULAR_STREAM_LIMITS not in limits:
@@ -123,7 +126,8 @@ def rule_limits(limits: str, rule: IntervalRule) -> str:
 def _with_rule(card: dict, rule: dict | None) -> None:
     """Apply interval-rule overrides to a card dict (validated by IntervalRule), and the limit sentence they bring."""
     card["interval_rule"] = IntervalRule.from_dict({**card["interval_rule"], **(rule or {})}).to_dict()
-    card["limits"] = rule_limits(card.get("limits", ""), IntervalRule.from_dict(card["interval_rule"]))
+    card["limits"] = rule_limits(card.get("limits", ""), IntervalRule.from_dict(card["interval_rule"]),
+                                 card.get("prematurity_reference") == "stream")
 
 
 INTERVAL_LABELLING = (
@@ -370,6 +374,7 @@ def recard(source: Path, out: Path, name: str, version: str, command: str, rule:
     if reference is not None:
         card = {k: v for k, v in card.items() if k not in ("prematurity_reference", "prematurity_reference_rule", "prematurity_context")}
         card.update(_reference_fields(reference, context))
+        card["limits"] = rule_limits(card.get("limits", ""), IntervalRule.from_dict(card["interval_rule"]), reference == "stream")
     card.pop("metrics", None)
     (out / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
     card["latency_ms"] = measure_latency(out, int(card["window"]))
