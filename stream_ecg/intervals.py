@@ -12,12 +12,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .rhythm import rereferenced, stream_relative
+from .rhythm import STREAM_CENTRES, rereferenced, stream_relative
 
 
 DISTINCT_HALF = 36  # samples either side of the R peak over which `distinct` reads the residual: 100 ms, the QRS
 DISTINCT_EARLY = 0.1  # with `distinct_early`, a beat at least this share early keeps its V interval whatever its shape
-STREAM_CENTRES = ("median", "mean")  # interval_rule.premature_centre: how a stream's recent RRs give its reference
 IRREGULAR_EARLY = 0.1  # `rr_irregularity` leaves out the RRs of beats at least this share early, and the RR after each
 
 

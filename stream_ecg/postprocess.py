@@ -219,7 +219,7 @@ def _premature(card: ModelCard, x: np.ndarray, peaks: np.ndarray, prob: float, a
                ivs: list[LabelledInterval], stream_rr: float | None = None) -> list[LabelledInterval]:
     """One S-alarming window's intervals with its S intervals put on its premature beats (interval_rule.premature):
     the attention's S intervals moved onto them, or (premature_all) every premature beat outside a V interval.
-    `stream_rr`: the stream's recent reference RR (interval_rule.premature_context), else the window's own."""
+    `stream_rr`: the stream's recent reference RR (`stream_rr_reference`), else the window's own."""
     rule, n = card.interval_rule, x.shape[-1]
     rr_prev = x[len(card.leads.leads)]  # the card is validated to carry the rhythm channels right after the leads
     early, rel = premature_beats(peaks, rr_prev, rule.premature, card.prematurity_reference, stream_rr)

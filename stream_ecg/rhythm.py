@@ -29,6 +29,7 @@ _T_PERCENTILE, _T_HEIGHT = 85, 0.2  # "energy_t": a peak reaches this share of t
 _T_GAP_S, _T_SLOPE = 0.36, 0.5  # "energy_t": a candidate this soon after a kept peak, under this share of its slope, is a T wave
 STREAM_REFERENCE_MIN_RR = 8  # RecentRhythm.centre: fewer held RRs do not stand for a stream's rhythm
 STREAM_CONTEXT = 108000  # samples (5 min at 360 Hz) of a stream's RRs behind a "stream" prematurity reference
+STREAM_CENTRES = ("median", "mean")  # RecentRhythm.centre: how a stream's recent RRs give its reference RR
 RR_CLIP = (-0.8, 1.5)  # relative RR deviation is clipped to this range
 WINDOW_REFERENCES = ("median", "mean")  # a window's own RRs' centre (rereferenced)
 # what a beat is early against after the network (ModelCard.prematurity_reference): a window reference, or "stream",
@@ -175,16 +176,20 @@ class RecentRhythm:
         """The most intervals it can hold: no two R peaks lie closer than the refractory period."""
         return self.span // max(1, int(_REFRACTORY_S * self.fs)) + 1
 
+    def intervals(self) -> np.ndarray:
+        """The held RRs in samples, oldest first."""
+        return np.array([r for _, r in self.rr], dtype=np.float64)
+
     def relative(self) -> np.ndarray:
         """The held RRs as `relative_rr` puts them."""
-        return relative_rr(np.array([r for _, r in self.rr], dtype=np.float64))
+        return relative_rr(self.intervals())
 
     def centre(self, how: str) -> float:
-        """The held RRs' "median" or "mean" in samples: the stream's own reference for "early"; NaN while it holds
-        fewer than STREAM_REFERENCE_MIN_RR (a stream's first seconds, or after a gap longer than its span)."""
+        """The held RRs' "median" or "mean" (STREAM_CENTRES) in samples: the stream's own reference for "early"; NaN
+        while it holds fewer than STREAM_REFERENCE_MIN_RR (a stream's first seconds, or after a gap longer than its span)."""
         if len(self.rr) < STREAM_REFERENCE_MIN_RR:
             return float("nan")
-        rr = np.array([r for _, r in self.rr], dtype=np.float64)
+        rr = self.intervals()
         return float(np.median(rr) if how == "median" else np.mean(rr))
 
 
