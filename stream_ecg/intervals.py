@@ -42,6 +42,11 @@ class IntervalRule:
     premature: float = 0.0
     premature_all: bool = False
     premature_reach: int = 72  # samples; 200 ms at 360 Hz
+    # > 0 (with premature_all): an early beat is published as S only if it matches the window's median beat, residual
+    # channel RMS over R +- DISTINCT_HALF samples < premature_usual (z-scored units), as an S beat's QRS is the
+    # patient's usual one; early PVCs outside the V intervals and noise read as beats do not. A window with an all-zero
+    # residual (no median beat) keeps its marks. 0: off.
+    premature_usual: float = 0.0
     # > 0: premature reads each beat's RR (from the window's R peaks) against the premature_centre ("median" or
     # "mean") of the stream's RRs over the last premature_context samples up to the window's end (per-stream state,
     # rhythm.RecentRhythm; postprocess.stream_rr_reference), not the window's own: among runs of S beats the window's
@@ -94,6 +99,8 @@ class IntervalRule:
             raise ValueError(f"min_kurtosis={self.min_kurtosis} must be >= 0")
         if self.regular_stream < 0.0 or self.regular_context < 1:
             raise ValueError(f"regular_stream={self.regular_stream} must be >= 0 and regular_context >= 1")
+        if self.premature_usual < 0.0:
+            raise ValueError(f"premature_usual={self.premature_usual} must be >= 0")
         if not 0.0 <= self.premature < 1.0 or self.premature_reach < 0:
             raise ValueError(f"premature={self.premature} must lie in [0, 1) and premature_reach >= 0")
         if self.premature_context < 0 or self.premature_centre not in STREAM_CENTRES:
@@ -235,6 +242,22 @@ def lit_beat(s: int, e: int, a: np.ndarray, peaks: np.ndarray, reach: int) -> in
     return r if max(s - r, r - (e - 1), 0) <= reach else None
 
 
+def qrs_residual(residual: np.ndarray, r: int) -> float:
+    """RMS of the residual channel over R +- DISTINCT_HALF samples: how far the beat at `r` is from the window's
+    median beat (`stream_ecg.morphology.beat_residual`), read alike by `distinct` (V) and `premature_usual` (S)."""
+    qrs = np.asarray(residual, dtype=np.float64).reshape(-1)[max(0, r - DISTINCT_HALF) : r + DISTINCT_HALF + 1]
+    return float(np.sqrt(np.mean(qrs ** 2))) if qrs.size else 0.0
+
+
+def usual_beats(peaks: np.ndarray, residual: np.ndarray, usual: float) -> np.ndarray:
+    """The R peaks whose beat matches the window's median beat (`qrs_residual` < usual); all of them when the
+    residual is all zero (no median beat to judge by) or `usual` is 0 (off)."""
+    peaks = np.asarray(peaks, dtype=np.int64).reshape(-1)
+    if usual <= 0 or not np.any(residual):
+        return peaks
+    return peaks[np.array([qrs_residual(residual, int(r)) < usual for r in peaks], dtype=bool)] if peaks.size else peaks
+
+
 def distinct_beats(intervals: list[tuple[int, int, float]], a: np.ndarray, peaks: np.ndarray, residual: np.ndarray,
                    rr_prev: np.ndarray | None, rule: IntervalRule) -> list[bool]:
     """Per interval: keep it under `rule.distinct`? True when the beat it lit differs from the window's median beat
@@ -252,7 +275,6 @@ def distinct_beats(intervals: list[tuple[int, int, float]], a: np.ndarray, peaks
         if r is None:
             keep.append(True)
             continue
-        qrs = residual[max(0, r - DISTINCT_HALF) : r + DISTINCT_HALF + 1]
         early = rule.distinct_early and rr_prev is not None and float(rr_prev[r]) <= -DISTINCT_EARLY
-        keep.append(bool(np.sqrt(np.mean(qrs ** 2)) >= rule.distinct or early))
+        keep.append(bool(qrs_residual(residual, r) >= rule.distinct or early))
     return keep

@@ -308,6 +308,28 @@ def test_premature_all_publishes_early_beats_outside_the_v_intervals():
     assert [(iv.start, iv.end, iv.label) for iv in out[0]] == [(760, 840, "V")]
 
 
+def test_premature_usual_marks_only_early_beats_shaped_like_the_median_beat():
+    from stream_ecg.card import CardError
+
+    x = np.concatenate([_premature_window(), np.full((1, 1, 2000), 0.05, np.float32)], axis=1)  # + a residual channel
+    x[0, 3, 1900 - 36 : 1900 + 37] = 1.0  # the early beat at 1900 differs from the window's median beat (an early PVC)
+    att = np.zeros((1, 2000), np.float32)
+    att[0, 1500:1560] = 1.0
+    probs = np.array([[0.1, 0.9, 0.1]], np.float32)
+
+    def marked(rule):
+        return [(iv.start, iv.end, iv.label) for iv in label_intervals(_premature_card(rule, residual=True), None, x, probs, att)[0]]
+
+    assert marked({"premature": 0.1, "premature_all": True}) == [(764, 836, "S"), (1864, 1936, "S")]
+    assert marked({"premature": 0.1, "premature_all": True, "premature_usual": 0.6}) == [(764, 836, "S")]
+    x[0, 3] = 0.0  # no median beat (too few whole beats): nothing to judge by, the marks stay
+    assert marked({"premature": 0.1, "premature_all": True, "premature_usual": 0.6}) == [(764, 836, "S"), (1864, 1936, "S")]
+    with pytest.raises(CardError, match="premature_usual"):
+        _premature_card({"premature": 0.1, "premature_all": True, "premature_usual": 0.6})  # no residual channel
+    with pytest.raises(CardError, match="premature_usual"):
+        _premature_card({"premature": 0.1, "premature_usual": 0.6}, residual=True)  # moving S intervals reads no shape
+
+
 def test_premature_needs_the_rhythm_channels():
     from stream_ecg.card import CardError
 

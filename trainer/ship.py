@@ -86,6 +86,13 @@ KURTOSIS_LIMITS = (
 )
 
 
+USUAL_LIMITS = (
+    " An early beat is marked S only if its QRS matches the window's median beat (interval_rule.premature_usual): "
+    "supraventricular beats conducted aberrantly (wide QRS), and S beats in windows where most beats are ectopic "
+    "(so the median beat is not the usual one), can go unmarked though the window's S probability still alarms."
+)
+
+
 LEFT_EDGE_LIMITS = (
     " A window publishes no interval centred in its first interval_rule.left_edge samples, so an abnormal beat is "
     "marked only if a window that holds it away from that edge lights it: a stream's first left_edge samples, and those "
@@ -116,6 +123,8 @@ def rule_limits(limits: str, rule: IntervalRule, stream_reference: bool = False)
         limits += REGULAR_STREAM_LIMITS
     if rule.min_kurtosis > 0 and KURTOSIS_LIMITS not in limits:
         limits += KURTOSIS_LIMITS
+    if rule.premature_usual > 0 and USUAL_LIMITS not in limits:
+        limits += USUAL_LIMITS
     if rule.left_edge > 0 and LEFT_EDGE_LIMITS not in limits:
         limits += LEFT_EDGE_LIMITS
     if rule.confirm > 1 and CONFIRM_LIMITS not in limits:
@@ -140,7 +149,9 @@ INTERVAL_LABELLING = (
     "interval is published only if removing it lowers its class logit by keep_drop x the window's largest drop; "
     "with interval_rule.premature > 0 an S-alarming window's S intervals go onto its premature beats (R peaks whose "
     "rr_prev channel is <= -premature), each moved to the most premature one within premature_reach samples or dropped, "
-    "or with premature_all every premature beat outside a V interval published, as R +- snap_half; "
+    "or with premature_all every premature beat outside a V interval published, as R +- snap_half (with "
+    "premature_usual > 0 only those whose residual RMS over R +- 36 samples is below premature_usual: shaped like the "
+    "window's median beat); "
     "with interval_rule.premature_context > 0 a beat is premature when its RR (from the R peaks) is <= 1 - premature "
     "times the premature_centre of the stream's RRs whose later R peak lies in the premature_context samples ending "
     "with the window (per-stream state: stream_ecg.postprocess.stream_rr_reference; the window's own while the stream "
