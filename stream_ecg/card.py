@@ -146,10 +146,8 @@ class ModelCard:
                                                  or (self.interval_rule.distinct_early and not self.dsp.rhythm)):
             raise CardError("interval_rule.distinct needs an abnormal class V and dsp.beat_residual (its residual channel), "
                             "and distinct_early dsp.rhythm (its rr_prev channel)")
-        if self.interval_rule.premature_usual > 0 and not (self.interval_rule.premature > 0
-                                                           and self.interval_rule.premature_all and self.dsp.beat_residual):
-            raise CardError("interval_rule.premature_usual needs premature > 0 with premature_all, and dsp.beat_residual "
-                            "(its residual channel)")
+        if self.interval_rule.premature_usual > 0 and not (self.interval_rule.premature > 0 and self.dsp.beat_residual):
+            raise CardError("interval_rule.premature_usual needs premature > 0 and dsp.beat_residual (its residual channel)")
         channels = self.channels
         if self.model_config and self.model_config.get("in_leads", channels) != channels:
             raise CardError(

@@ -42,10 +42,11 @@ class IntervalRule:
     premature: float = 0.0
     premature_all: bool = False
     premature_reach: int = 72  # samples; 200 ms at 360 Hz
-    # > 0 (with premature_all): an early beat is published as S only if it matches the window's median beat, residual
-    # channel RMS over R +- DISTINCT_HALF samples < premature_usual (z-scored units), as an S beat's QRS is the
-    # patient's usual one; early PVCs outside the V intervals and noise read as beats do not. A window with an all-zero
-    # residual (no median beat) keeps its marks. 0: off.
+    # > 0: premature counts only the early beats that match the window's median beat, residual channel RMS over
+    # R +- DISTINCT_HALF samples < premature_usual (z-scored units), as an S beat's QRS is the patient's usual one;
+    # early PVCs outside the V intervals and noise read as beats do not. So S intervals move onto, or (premature_all)
+    # are published on, usual-shaped early beats only. A window with an all-zero residual (no median beat) keeps
+    # them all. 0: off.
     premature_usual: float = 0.0
     # > 0: premature reads each beat's RR (from the window's R peaks) against the premature_centre ("median" or
     # "mean") of the stream's RRs over the last premature_context samples up to the window's end (per-stream state,

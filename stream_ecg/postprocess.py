@@ -219,17 +219,18 @@ def _distinct(card: ModelCard, x: np.ndarray, peaks: np.ndarray, attention: np.n
 def _premature(card: ModelCard, x: np.ndarray, peaks: np.ndarray, prob: float, attention: np.ndarray,
                ivs: list[LabelledInterval], stream_rr: float | None = None) -> list[LabelledInterval]:
     """One S-alarming window's intervals with its S intervals put on its premature beats (interval_rule.premature):
-    the attention's S intervals moved onto them, or (premature_all) every premature beat outside a V interval (with
-    premature_usual, every one shaped like the window's median beat).
+    the attention's S intervals moved onto them, or (premature_all) every premature beat outside a V interval; with
+    premature_usual, only the premature beats shaped like the window's median beat count.
     `stream_rr`: the stream's recent reference RR (`stream_rr_reference`), else the window's own."""
     rule, n = card.interval_rule, x.shape[-1]
     rr_prev = x[len(card.leads.leads)]  # the card is validated to carry the rhythm channels right after the leads
     early, rel = premature_beats(peaks, rr_prev, rule.premature, card.prematurity_reference, stream_rr)
+    if rule.premature_usual > 0:  # validated: the residual is the last channel
+        usual = np.isin(early, usual_beats(early, x[card.channels - 1], rule.premature_usual))
+        early, rel = early[usual], rel[usual]
     others = [iv for iv in ivs if iv.label != PREMATURE_CLASS]
     if rule.premature_all:
         peak = float(np.max(attention, initial=0.0))
-        if rule.premature_usual > 0:  # validated: the residual is the last channel
-            early = usual_beats(early, x[card.channels - 1], rule.premature_usual)
         free = [int(r) for r in early if not any(v.start <= r < v.end for v in others)]
         moved = [(max(0, r - rule.snap_half), min(n, r + rule.snap_half),
                   prob * (float(attention[r]) / peak if peak > 0 else 0.0)) for r in free]

@@ -327,7 +327,22 @@ def test_premature_usual_marks_only_early_beats_shaped_like_the_median_beat():
     with pytest.raises(CardError, match="premature_usual"):
         _premature_card({"premature": 0.1, "premature_all": True, "premature_usual": 0.6})  # no residual channel
     with pytest.raises(CardError, match="premature_usual"):
-        _premature_card({"premature": 0.1, "premature_usual": 0.6}, residual=True)  # moving S intervals reads no shape
+        _premature_card({"premature_usual": 0.6}, residual=True)  # no early beats to judge
+
+
+def test_premature_usual_moves_s_intervals_only_onto_usual_early_beats():
+    x = np.concatenate([_premature_window(), np.full((1, 1, 2000), 0.05, np.float32)], axis=1)  # + a residual channel
+    x[0, 3, 800 - 36 : 800 + 37] = 1.0  # the early beat at 800 is unlike the window's median beat
+    att = np.zeros((1, 2000), np.float32)
+    att[0, 840:930] = 1.0  # the pause after the early beat at 800, within reach of it only
+    att[0, 1850:1890] = 0.8  # near the early beat at 1900, which is shaped like the others
+    probs = np.array([[0.1, 0.9, 0.1]], np.float32)
+
+    def moved(rule):
+        return [(iv.start, iv.end) for iv in label_intervals(_premature_card(rule, residual=True), None, x, probs, att)[0]]
+
+    assert moved({"premature": 0.1}) == [(764, 836), (1864, 1936)]
+    assert moved({"premature": 0.1, "premature_usual": 0.6}) == [(1864, 1936)]  # the one near 800 has no beat to go to
 
 
 def test_premature_needs_the_rhythm_channels():
