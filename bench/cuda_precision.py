@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch.export.passes import move_to_device_pass
 
 from stream_ecg.card import default_model_dir, load_card
-from stream_ecg.fusion import fuse
+from stream_ecg.fusion import fuse, stream_fused
 from trainer.export import HalfDeployable, deployable_from_folder, typed_program
 from trainer.model import AttentionPooling
 
@@ -38,20 +38,24 @@ FP16_MAX = float(np.finfo(np.float16).max)
 
 
 def record_windows(card, names: list[str], every: int):
-    """The runtime's model input for every `every`-th window of each record, with the record's name."""
+    """The runtime's model input for every `every`-th window of each record, with the record's name and, for a card
+    that reads one, each window's stream RR reference (else None), computed over every window in order as served."""
     from stream_ecg.data import excerpt_dir, load_record
     from stream_ecg.dsp import window_input
     from stream_ecg.offline import model_input, window_starts
+    from stream_ecg.postprocess import new_reference, stream_rr_reference
 
     for name in names:
         rec = load_record(name.removeprefix("excerpt:"), excerpt_dir() if name.startswith("excerpt:") else None)
         sig, _ = model_input(card.leads, card.dsp, rec)
         starts = window_starts(sig.shape[1], card.window, card.hop)
-        history = card.dsp.new_history()
-        for i in range(0, len(starts), 256):  # rhythm history runs over every window, in order
+        history, reference = card.dsp.new_history(), new_reference(card)
+        for i in range(0, len(starts), 256):  # rhythm history and RR reference run over every window, in order
             s = starts[i : i + 256]
             x = window_input(np.stack([sig[:, a : a + card.window] for a in s]), card.dsp, s, history)
-            yield name.removeprefix("excerpt:"), x[(np.arange(i, i + len(s)) % every) == 0]
+            rr = stream_rr_reference(card, x, s, reference)
+            keep = (np.arange(i, i + len(s)) % every) == 0
+            yield name.removeprefix("excerpt:"), x[keep], None if rr is None else rr[keep]
 
 
 def record_names(spec: str) -> list[str]:
@@ -105,11 +109,13 @@ def run(module, x: np.ndarray, device: str, batch: int = 256) -> tuple[np.ndarra
     return np.concatenate(probs), np.concatenate(att)
 
 
-def compare(card, x, want, got) -> dict:
+def compare(card, x, want, got, rr=None) -> dict:
+    """fp32 CPU (`want`) against a GPU variant (`got`); decisions after the card's fusion, which for a "stream"
+    card takes each window's stream RR reference `rr`."""
     (pw, aw), (pg, ag) = want, got
     finite = np.isfinite(pg).all(axis=1) & np.isfinite(ag).all(axis=1)
     th = np.array([card.thresholds.get(c, np.inf) for c in card.classes])
-    flips = (fuse(card, x, pw) >= th) != (fuse(card, x, np.nan_to_num(pg)) >= th)
+    flips = (fuse(card, x, pw, rr) >= th) != (fuse(card, x, np.nan_to_num(pg), rr) >= th)
     return {
         "nonfinite_windows": int((~finite).sum()),
         "max_abs_diff_probs": float(np.abs(pg - pw)[finite].max()) if finite.any() else None,
@@ -157,9 +163,13 @@ def main() -> None:
         z = np.load(args.windows)
         x, want, peak = z["x"].astype(np.float32), (z["probs"], z["attention"]), z["peak"]
         per_record = json.loads(str(z["per_record"]))
+        rr = z["rr_reference"] if "rr_reference" in z.files else None
+        if stream_fused(card) and rr is None:
+            raise SystemExit(f"{args.windows} holds no stream RR references, and {card.name}'s fusion reads them: "
+                             "save the windows again with --save-windows for this card")
     else:
-        xs, probs, atts, peak_parts, per_record = [], [], [], [], {}
-        for name, x in record_windows(card, record_names(args.records), args.every):
+        xs, probs, atts, rrs, peak_parts, per_record = [], [], [], [], [], {}
+        for name, x, rr in record_windows(card, record_names(args.records), args.every):
             if args.save_windows:
                 x = x.astype(np.float16).astype(np.float32)  # what the npz can carry, used for both sides
             p, a = run(net, x, "cpu")
@@ -173,11 +183,14 @@ def main() -> None:
                 xs.append(x.astype(np.float16))
                 probs.append(p)
                 atts.append(a)
+                if rr is not None:
+                    rrs.append(rr)
         peak = np.concatenate(peak_parts)
         if args.save_windows:
             x, want = np.concatenate(xs), (np.concatenate(probs), np.concatenate(atts))
+            extra = {"rr_reference": np.concatenate(rrs)} if rrs else {}
             np.savez_compressed(args.save_windows, x=x, probs=want[0], attention=want[1], peak=peak,
-                                per_record=json.dumps(per_record))
+                                per_record=json.dumps(per_record), **extra)
             x = x.astype(np.float32)
     result = {
         "command": "bench/cuda_precision.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, False)),
@@ -203,7 +216,7 @@ def main() -> None:
         }
         for name, (module, tf32) in variants.items():
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
-            gpu[name] = {**compare(card, x, want, run(module, x, "cuda")), "latency": latency_ms(module, card.channels, card.window)}
+            gpu[name] = {**compare(card, x, want, run(module, x, "cuda"), rr), "latency": latency_ms(module, card.channels, card.window)}
         result["cuda"] = gpu
     elif args.windows is not None:
         result["cuda"] = "no CUDA device visible to torch: only the CPU pooling sums above were measured"
