@@ -2,7 +2,7 @@
 
 An S beat is supraventricular: its QRS is the patient's usual one. For each S interval a card publishes in a window
 (before any merging across windows) this reads the residual channel (the beat minus the window's median beat,
-`stream_ecg.morphology.beat_residual`) as `interval_rule.distinct` reads it, RMS over R +- DISTINCT_HALF samples at the
+`stream_ecg.morphology.beat_residual`) as `interval_rule.distinct` reads it (`qrs_residual`: RMS over R +- 36 samples) at the
 interval's centre, and names the annotated beat there (within EC57's 150 ms; "none" if no beat). So it says how many
 right and wrong S marks a shape test would keep at each threshold. The card's own rules run unchanged
 (`label_intervals` is wrapped, not altered); a JSON rule on the command line overrides the card's interval rule.
@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import stream_ecg.offline as offline  # noqa: E402
 from stream_ecg.card import load_card  # noqa: E402
 from stream_ecg.evaluation import EC57_TOL_S  # noqa: E402
-from stream_ecg.intervals import DISTINCT_HALF, IntervalRule  # noqa: E402
+from stream_ecg.intervals import IntervalRule, qrs_residual  # noqa: E402
 from stream_ecg.postprocess import label_intervals  # noqa: E402
 import trainer.validation as validation  # noqa: E402
 
@@ -37,6 +37,7 @@ if len(sys.argv) > 4:
 card.validate()
 tol = int(round(EC57_TOL_S * card.fs))
 marks: list[list[tuple[int, int, float]]] = []  # per record: (window index, centre in the window, residual RMS)
+offsets: list[int] = []  # per record: windows labelled so far (run_record labels a record's windows in batches)
 
 
 def recording(c, infer, x, probs, attention, **kw):
@@ -48,13 +49,11 @@ def recording(c, infer, x, probs, attention, **kw):
         for iv in out[i]:
             if iv.label == "S":
                 r = (iv.start + iv.end) // 2
-                res = np.asarray(x[i, c.channels - 1][max(0, r - DISTINCT_HALF): r + DISTINCT_HALF + 1], np.float64)
-                marks[-1].append((base + i, r, float(np.sqrt(np.mean(res ** 2)))))
+                marks[-1].append((base + i, r, qrs_residual(x[i, c.channels - 1], r)))
     return out
 
 
 real_run_record = offline.run_record
-offsets: list[int] = []
 
 
 def run_record(model, rec, *a, **kw):
