@@ -250,13 +250,13 @@ def qrs_residual(residual: np.ndarray, r: int) -> float:
     return float(np.sqrt(np.mean(qrs ** 2))) if qrs.size else 0.0
 
 
-def usual_beats(peaks: np.ndarray, residual: np.ndarray, usual: float) -> np.ndarray:
-    """The R peaks whose beat matches the window's median beat (`qrs_residual` < usual); all of them when the
-    residual is all zero (no median beat to judge by) or `usual` is 0 (off)."""
+def usual_shaped(peaks: np.ndarray, residual: np.ndarray, usual: float) -> np.ndarray:
+    """(len(peaks),) bool: does each R peak's beat match the window's median beat (`qrs_residual` < usual)? All True
+    when the residual is all zero (no median beat to judge by) or `usual` is 0 (off)."""
     peaks = np.asarray(peaks, dtype=np.int64).reshape(-1)
     if usual <= 0 or not np.any(residual):
-        return peaks
-    return peaks[np.array([qrs_residual(residual, int(r)) < usual for r in peaks], dtype=bool)] if peaks.size else peaks
+        return np.ones(peaks.size, dtype=bool)
+    return np.array([qrs_residual(residual, int(r)) < usual for r in peaks], dtype=bool)
 
 
 def distinct_beats(intervals: list[tuple[int, int, float]], a: np.ndarray, peaks: np.ndarray, residual: np.ndarray,

@@ -21,7 +21,7 @@ import numpy as np
 from .card import ModelCard
 from .fusion import stream_fused
 from .intervals import (attention_to_intervals, distinct_beats, onto_premature, premature_beats, rr_irregularity,
-                        snap_to_beats, usual_beats)
+                        snap_to_beats, usual_shaped)
 from .quality import kurtosis_sqi
 from .rhythm import RecentRhythm, r_peaks, stream_references
 
@@ -226,7 +226,7 @@ def _premature(card: ModelCard, x: np.ndarray, peaks: np.ndarray, prob: float, a
     rr_prev = x[len(card.leads.leads)]  # the card is validated to carry the rhythm channels right after the leads
     early, rel = premature_beats(peaks, rr_prev, rule.premature, card.prematurity_reference, stream_rr)
     if rule.premature_usual > 0:  # validated: the residual is the last channel
-        usual = np.isin(early, usual_beats(early, x[card.channels - 1], rule.premature_usual))
+        usual = usual_shaped(early, x[card.channels - 1], rule.premature_usual)
         early, rel = early[usual], rel[usual]
     others = [iv for iv in ivs if iv.label != PREMATURE_CLASS]
     if rule.premature_all:
