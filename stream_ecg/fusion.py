@@ -95,4 +95,10 @@ def with_fusion(model):
 def infer_windows(model, x: np.ndarray, rr_reference: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """`model.infer(x)`, handing a "stream" card's fusion each window's stream RR reference: how the live batcher and
     the offline path call every backend alike."""
-    return model.infer(x, rr_reference) if stream_fused(model.card) else model.infer(x)
+    return call_infer(model.infer, model.card, x, rr_reference)
+
+
+def call_infer(infer, card: ModelCard, x: np.ndarray, rr_reference: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """`infer(x)`, or `infer(x, rr_reference)` when the card's fusion reads the stream RR reference: the one place that
+    decides it, for `infer_windows` and for the occlusion re-runs of `postprocess.label_intervals` alike."""
+    return infer(x, rr_reference) if stream_fused(card) else infer(x)

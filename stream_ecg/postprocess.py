@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from .card import ModelCard
-from .fusion import stream_fused
+from .fusion import call_infer
 from .intervals import (attention_to_intervals, distinct_beats, onto_premature, premature_beats, rr_irregularity,
                         snap_to_beats, usual_shaped)
 from .quality import kurtosis_sqi
@@ -117,7 +117,7 @@ def label_intervals(
         removed = x[windows].copy()
         for k, (i, s, e, _) in enumerate(occlude):
             removed[k, :, max(0, s - pad) : min(x.shape[-1], e + pad)] = 0.0
-        rprobs, _ = infer(removed) if not stream_fused(card) else infer(removed, np.asarray(rr_reference)[windows])
+        rprobs, _ = call_infer(infer, card, removed, None if rr_reference is None else np.asarray(rr_reference)[windows])
         before, after = probs[windows][:, idx], rprobs[:, idx]
         drop = (before - after) / np.maximum(thr, 1e-6)
         logit_drop = _logit(before) - _logit(after)
