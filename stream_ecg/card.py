@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .dsp import DspConfig
 from .intervals import IntervalRule
-from .rhythm import PREMATURITY_REFERENCES, STREAM_CONTEXT
+from .rhythm import PREMATURITY_REFERENCES, STREAM_CENTRES, STREAM_CONTEXT
 
 CARD_FILE = "card.json"
 DEFAULT_FILE = "DEFAULT"
@@ -75,10 +75,12 @@ class ModelCard:
     model_config: dict
     rhythm_fusion: dict[str, float] = field(default_factory=dict)  # class -> weight of rr prematurity on its logit (stream_ecg.fusion)
     # what the fusion and interval_rule.premature take a beat's RR against: the window's median RR (the rr_prev
-    # channel as the network sees it), the window's mean RR (stream_ecg.rhythm.rereferenced), or "stream": the median
-    # of the stream's RRs over the last prematurity_context samples (per-stream state, postprocess.stream_rr_reference)
+    # channel as the network sees it), the window's mean RR (stream_ecg.rhythm.rereferenced), or "stream": the
+    # prematurity_centre ("median" or "mean") of the stream's RRs over the last prematurity_context samples (per-stream
+    # state, postprocess.stream_rr_reference)
     prematurity_reference: str = "median"
     prematurity_context: int = STREAM_CONTEXT  # samples; read only with prematurity_reference "stream"
+    prematurity_centre: str = "median"  # read only with prematurity_reference "stream"
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -107,6 +109,7 @@ class ModelCard:
                 rhythm_fusion={k: float(v) for k, v in d.get("rhythm_fusion", {}).items()},
                 prematurity_reference=str(d.get("prematurity_reference", "median")),
                 prematurity_context=int(d.get("prematurity_context", STREAM_CONTEXT)),
+                prematurity_centre=str(d.get("prematurity_centre", "median")),
                 raw=d,
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -132,6 +135,8 @@ class ModelCard:
             raise CardError(f"rhythm_fusion {self.rhythm_fusion} needs abnormal classes and dsp.rhythm (its rr_prev channel)")
         if self.prematurity_reference not in PREMATURITY_REFERENCES:
             raise CardError(f"prematurity_reference {self.prematurity_reference!r} must be one of {PREMATURITY_REFERENCES}")
+        if self.prematurity_centre not in STREAM_CENTRES:
+            raise CardError(f"prematurity_centre {self.prematurity_centre!r} must be one of {STREAM_CENTRES}")
         if self.prematurity_reference == "stream" and (self.prematurity_context < 1 or not self.dsp.rhythm
                                                          or self.interval_rule.premature_context > 0):
             raise CardError("prematurity_reference 'stream' needs prematurity_context >= 1, dsp.rhythm, and no "
@@ -148,6 +153,9 @@ class ModelCard:
                             "and distinct_early dsp.rhythm (its rr_prev channel)")
         if self.interval_rule.premature_usual > 0 and not (self.interval_rule.premature > 0 and self.dsp.beat_residual):
             raise CardError("interval_rule.premature_usual needs premature > 0 and dsp.beat_residual (its residual channel)")
+        if self.interval_rule.shape_split and not (self.interval_rule.premature_all and self.interval_rule.premature_usual > 0
+                                                   and {"S", "V"} <= set(self.abnormal)):
+            raise CardError("interval_rule.shape_split needs premature_all, premature_usual > 0 and abnormal classes S and V")
         channels = self.channels
         if self.model_config and self.model_config.get("in_leads", channels) != channels:
             raise CardError(

@@ -48,6 +48,10 @@ class IntervalRule:
     # are published on, usual-shaped early beats only. A window with an all-zero residual (no median beat) keeps
     # them all. 0: off.
     premature_usual: float = 0.0
+    # with premature_all and premature_usual: in a window alarming for S and V, an attention interval the occlusion
+    # gives to S (which premature_all would drop, its S marks coming from the early beats) goes to V instead when the
+    # beat it lit is not usual-shaped (qrs_residual >= premature_usual); the V rules then judge it as any V interval.
+    shape_split: bool = False
     # > 0: premature reads each beat's RR (from the window's R peaks) against the premature_centre ("median" or
     # "mean") of the stream's RRs over the last premature_context samples up to the window's end (per-stream state,
     # rhythm.RecentRhythm; postprocess.stream_rr_reference), not the window's own: among runs of S beats the window's

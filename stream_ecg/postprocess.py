@@ -20,8 +20,8 @@ import numpy as np
 
 from .card import ModelCard
 from .fusion import call_infer
-from .intervals import (attention_to_intervals, distinct_beats, onto_premature, premature_beats, rr_irregularity,
-                        snap_to_beats, usual_shaped)
+from .intervals import (attention_to_intervals, distinct_beats, lit_beat, onto_premature, premature_beats,
+                        rr_irregularity, snap_to_beats, usual_shaped)
 from .quality import kurtosis_sqi
 from .rhythm import RecentRhythm, r_peaks, stream_references
 
@@ -122,6 +122,9 @@ def label_intervals(
         drop = (before - after) / np.maximum(thr, 1e-6)
         logit_drop = _logit(before) - _logit(after)
         labels = [int(np.argmax(np.where(window_alarm[i], drop[k], -np.inf))) for k, (i, *_) in enumerate(occlude)]
+        if rule.shape_split:  # an S call on an unusual beat is V's: premature_all marks S on usual early beats only
+            labels = [_shape_split(card, x[i], peaks(i), attention[i], s, e, labels[k], window_alarm[i])
+                      for k, (i, s, e, _) in enumerate(occlude)]
         largest: dict[tuple[int, int], float] = {}
         for k, (i, *_) in enumerate(occlude):
             largest[i, labels[k]] = max(largest.get((i, labels[k]), -np.inf), logit_drop[k, labels[k]])
@@ -184,7 +187,7 @@ def stream_reference_of(card: ModelCard) -> tuple[int, str] | None:
     "stream" (fusion and premature rule alike), else interval_rule.premature_context (the premature rule alone)."""
     rule = card.interval_rule
     if card.prematurity_reference == "stream":
-        return card.prematurity_context, "median"
+        return card.prematurity_context, card.prematurity_centre
     return (rule.premature_context, rule.premature_centre) if rule.premature_context > 0 and rule.premature > 0 else None
 
 
@@ -202,6 +205,18 @@ def stream_rr_reference(card: ModelCard, x: np.ndarray, starts: np.ndarray, memo
     if memory is None or spec is None:
         return None
     return stream_references(np.asarray(x)[:, 0], starts, card.fs, card.dsp.peak_detector, memory, spec[1])
+
+
+def _shape_split(card: ModelCard, x: np.ndarray, peaks: np.ndarray, attention: np.ndarray, s: int, e: int, label: int,
+                 alarm: np.ndarray) -> int:
+    """interval_rule.shape_split: the class index of a candidate [s, e) the occlusion gave `label`; V's instead of S's
+    when the window alarms for V and the beat the candidate lit is not shaped like the window's median beat."""
+    s_at, v_at = card.abnormal.index(PREMATURE_CLASS), card.abnormal.index(DISTINCT_CLASS)
+    if label != s_at or not alarm[v_at]:
+        return label
+    r = lit_beat(s, e, attention, peaks, card.interval_rule.premature_reach)
+    unusual = r is not None and not usual_shaped(np.array([r]), x[card.channels - 1], card.interval_rule.premature_usual)[0]
+    return v_at if unusual else label  # validated: the residual is the last channel
 
 
 def _distinct(card: ModelCard, x: np.ndarray, peaks: np.ndarray, attention: np.ndarray,

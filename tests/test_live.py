@@ -243,14 +243,17 @@ def test_premature_context_publishes_live_what_the_offline_path_publishes(live, 
     assert {(iv.start, iv.label) for iv in off.intervals} != {(iv.start, iv.label) for iv in own.intervals}
 
 
-def test_a_stream_fused_card_serves_live_what_the_offline_path_computes(live, fused_model_dir, tmp_path):
-    """prematurity_reference "stream": the fusion reads each window's stream RR reference from the ingest buffer live
-    and from run_record offline; probabilities and marks agree, and the reference moves them (else the check is empty)."""
+@pytest.mark.parametrize("centre", ["median", "mean"])
+def test_a_stream_fused_card_serves_live_what_the_offline_path_computes(live, fused_model_dir, tmp_path, centre):
+    """prematurity_reference "stream": the fusion reads each window's stream RR reference (the median or mean of its
+    recent RRs) from the ingest buffer live and from run_record offline; probabilities and marks agree, and the
+    reference moves them (else the check is empty)."""
     from stream_ecg.offline import run_record
 
     rule = {**json.loads((fused_model_dir / "card.json").read_text())["interval_rule"], "premature": 0.1}
     kw = {"thresholds": {"S": 0.5, "V": 0.99}, "interval_rule": rule}
-    model_dir = edited_model(fused_model_dir, tmp_path / "stream", prematurity_reference="stream", **kw)
+    model_dir = edited_model(fused_model_dir, tmp_path / "stream", prematurity_reference="stream",
+                             prematurity_centre=centre, **kw)
     results, rec, off = replayed_and_offline(live, model_dir, "232", 60.0)
     window = run_record(load_model(edited_model(fused_model_dir, tmp_path / "window", **kw)), rec)
     np.testing.assert_allclose([r.probs for r in results], off.probs, atol=1e-5)

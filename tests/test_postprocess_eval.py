@@ -345,6 +345,31 @@ def test_premature_usual_moves_s_intervals_only_onto_usual_early_beats():
     assert moved({"premature": 0.1, "premature_usual": 0.6}) == [(1864, 1936)]  # the one near 800 has no beat to go to
 
 
+def test_shape_split_gives_an_s_call_on_an_unusual_beat_to_v():
+    from stream_ecg.card import CardError
+
+    x = np.concatenate([_premature_window(), np.full((1, 1, 2000), 0.05, np.float32)], axis=1)  # + a residual channel
+    x[0, 3, 800 - 36 : 800 + 37] = 1.0  # the early beat at 800 is a PVC: unlike the window's median beat
+    att = np.zeros((1, 2000), np.float32)
+    att[0, 780:830] = 1.0  # on the PVC
+    att[0, 1880:1920] = 1.0  # on the early beat at 1900, shaped like the others
+    probs = np.array([[0.1, 0.9, 0.9]], np.float32)
+
+    def infer(batch):  # removing either candidate lowers S most: the occlusion calls both S
+        return np.array([[0.5, 0.05, 0.85], [0.5, 0.05, 0.85]], np.float32), np.zeros((len(batch), 2000), np.float32)
+
+    rule = {"premature": 0.1, "premature_all": True, "premature_usual": 0.6}
+
+    def marked(extra):
+        card = _premature_card({**rule, **extra}, residual=True)
+        return [(iv.start, iv.end, iv.label) for iv in label_intervals(card, infer, x, probs, att)[0]]
+
+    assert marked({}) == [(1864, 1936, "S")]  # the PVC's call went to S and was dropped: V lost it
+    assert marked({"shape_split": True}) == [(780, 830, "V"), (1864, 1936, "S")]
+    with pytest.raises(CardError, match="shape_split"):
+        _premature_card({"premature": 0.1, "premature_all": True, "shape_split": True}, residual=True)
+
+
 def test_premature_needs_the_rhythm_channels():
     from stream_ecg.card import CardError
 

@@ -441,10 +441,11 @@ class HeldOut:
         return [(i,) for i in range(n)] + ([tuple(range(n))] if n > 1 else [])
 
 
-def held_out(checkpoints: list[Path], data_dir=None, reference: str = "median", context: int = STREAM_CONTEXT) -> HeldOut:
+def held_out(checkpoints: list[Path], data_dir=None, reference: str = "median", context: int = STREAM_CONTEXT,
+             centre: str = "median") -> HeldOut:
     """Score every DS1 record with each run's member that held it out (the runs must share their folds); each
-    window's rr prematurity is taken against `reference` (`stream_ecg.fusion.rr_prematurity`; "stream": the median of
-    the record's RRs over the last `context` samples, as a live stream of it would hold them)."""
+    window's rr prematurity is taken against `reference` (`stream_ecg.fusion.rr_prematurity`; "stream": the `centre`
+    of the record's RRs over the last `context` samples, as a live stream of it would hold them)."""
     from .train import load_checkpoint
 
     from stream_ecg.fusion import rr_prematurity  # per window, from its rr_prev channel
@@ -464,8 +465,8 @@ def held_out(checkpoints: list[Path], data_dir=None, reference: str = "median", 
                 raise ValueError(f"{ck} cuts record {r} into other windows than {checkpoints[0]}")
             fold[r], y[r], w[r], run[r] = k, ws.y, ws.w, lg
             if r not in prem:
-                refs = (stream_references(ws.x[:, 0], ws.start, cfg.dsp.fs, cfg.dsp.peak_detector, RecentRhythm(context, cfg.dsp.fs))
-                        if reference == "stream" else None)
+                refs = (stream_references(ws.x[:, 0], ws.start, cfg.dsp.fs, cfg.dsp.peak_detector, RecentRhythm(context, cfg.dsp.fs),
+                                          centre) if reference == "stream" else None)
                 prem[r] = (rr_prematurity(ws.x, len(cfg.leads), reference, cfg.dsp.fs, cfg.dsp.peak_detector, refs) if cfg.dsp.rhythm
                            else np.zeros(len(ws.y)))
         logits.append(run)
@@ -581,7 +582,7 @@ def pooled_thresholds(ho: HeldOut, fusion: dict[str, float] | None = None) -> tu
 
 
 def fuse_run(run: Path, weight: float, out: Path, command: str = "", data_dir=None, reference: str = "median",
-             context: int = STREAM_CONTEXT) -> dict:
+             context: int = STREAM_CONTEXT, centre: str = "median") -> dict:
     """A copy of cross-fitted `run` whose S logit takes `weight` x rr prematurity (`stream_ecg.fusion`) against
     `reference`, with both thresholds chosen again by max F1 on the pooled out-of-fold fused scores."""
     import json
@@ -592,14 +593,16 @@ def fuse_run(run: Path, weight: float, out: Path, command: str = "", data_dir=No
 
     _, ckpt = load_checkpoint(run / "checkpoint.pt")
     fusion = {"S": float(weight)}
-    thresholds, val_metrics = pooled_thresholds(held_out([run / "checkpoint.pt"], data_dir, reference, context), fusion)
+    thresholds, val_metrics = pooled_thresholds(held_out([run / "checkpoint.pt"], data_dir, reference, context, centre), fusion)
     meta = {**ckpt["bedside"], "thresholds": thresholds, "val_metrics": val_metrics, "fusion": fusion,
-            "prematurity_reference": reference, **({"prematurity_context": context} if reference == "stream" else {}),
+            "prematurity_reference": reference,
+            **({"prematurity_context": context, "prematurity_centre": centre} if reference == "stream" else {}),
             "fused_from": str(run), "fused_by": command}
     ensure_dir(out)
     torch.save({**ckpt, "bedside": meta}, out / "checkpoint.pt")
     trained = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").exists() else {}
-    report = {k: meta[k] for k in ("thresholds", "val_metrics", "fusion", "prematurity_reference", "fused_from", "fused_by")}
+    report = {k: meta[k] for k in ("thresholds", "val_metrics", "fusion", "prematurity_reference", "prematurity_centre",
+                                   "fused_from", "fused_by") if k in meta}
     (out / "metrics.json").write_text(json.dumps({**trained, **report, "command": trained.get("command", "")}, indent=2, default=float))
     return report
 
@@ -647,7 +650,8 @@ def combine_runs(runs: list[Path], out: Path, command: str = "", data_dir=None) 
     ensure_dir(out)
     torch.save(ckpt, out / "checkpoint.pt")
     thresholds, val_metrics = pooled_thresholds(held_out([out / "checkpoint.pt"], data_dir, reference,
-                                                         meta.get("prematurity_context", STREAM_CONTEXT)), fusion)
+                                                         meta.get("prematurity_context", STREAM_CONTEXT),
+                                                         meta.get("prematurity_centre", "median")), fusion)
     meta = {**meta, "thresholds": thresholds, "val_metrics": val_metrics}
     torch.save({**ckpt, "bedside": meta}, out / "checkpoint.pt")
     commands = [json.loads((Path(r) / "metrics.json").read_text()).get("command", "") if (Path(r) / "metrics.json").exists() else ""

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from stream_ecg.rhythm import STREAM_CONTEXT
+from stream_ecg.rhythm import STREAM_CENTRES, STREAM_CONTEXT
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Train, evaluate and export stream-ecg models.")
 experiment_app = typer.Typer(no_args_is_help=True, help="Reproducible experiments that write docs/results/*.json.")
@@ -201,7 +201,8 @@ def recard(
     results: Path = typer.Option(Path("docs/results"), help="Where bedside_ds2.json goes."),
     thresholds: str = typer.Option("{}", help='JSON overrides of the class thresholds, e.g. \'{"V": 0.8}\'.'),
     reference: str | None = typer.Option(None, help="Prematurity reference for the fusion and interval_rule.premature: median, mean or stream (default: the card's)."),
-    context: int = typer.Option(STREAM_CONTEXT, min=1, help="With --reference stream: samples of the stream's recent RRs whose median is the reference."),
+    context: int = typer.Option(STREAM_CONTEXT, min=1, help="With --reference stream: samples of the stream's recent RRs whose centre is the reference."),
+    centre: str = typer.Option("median", help="With --reference stream: median or mean of those RRs."),
     fusion: float | None = typer.Option(None, min=0.0, help="New rhythm-fusion weight on S (chosen with `trainer fuse`; default: the card's)."),
 ) -> None:
     """A shipped model with a new interval rule or thresholds: same model files, new card, re-measured latency and DS2 metrics."""
@@ -209,7 +210,7 @@ def recard(
 
     card = recard_model(model, out, name, version, _command(), json.loads(rule), data, evaluate, results,
                         thresholds=json.loads(thresholds), reference=reference, context=context,
-                        fusion=None if fusion is None else {"S": fusion})
+                        fusion=None if fusion is None else {"S": fusion}, centre=centre)
     if make_default and out.parent.name == "edge_models":
         (out.parent / "DEFAULT").write_text(out.name + "\n")
     typer.echo(json.dumps({k: card[k] for k in ("name", "files", "interval_rule", "latency_ms", "metrics") if k in card},
@@ -527,13 +528,16 @@ def fuse(
     weight: float = typer.Option(..., min=0.0, help="Weight of rr prematurity on the S logit (chosen with `trainer fusion-gain`)."),
     out: Path = typer.Option(..., help="Folder for the fused run (checkpoint.pt, metrics.json), ready for `trainer export`."),
     data: Path | None = typer.Option(None, help="MIT-BIH directory."),
-    reference: str = typer.Option("median", help="What prematurity is taken against: the window's median RR (the rr_prev channel's own), its mean RR, or stream: the median of the stream's recent RRs."),
+    reference: str = typer.Option("median", help="What prematurity is taken against: the window's median RR (the rr_prev channel's own), its mean RR, or stream: the --centre of the stream's recent RRs."),
     context: int = typer.Option(STREAM_CONTEXT, min=1, help="With --reference stream: samples of the stream's recent RRs (5 min at 360 Hz)."),
+    centre: str = typer.Option("median", help="With --reference stream: median or mean of those RRs."),
 ) -> None:
     """Give a run the rhythm fusion on S and choose its thresholds again, out-of-fold on DS1."""
     from .bedside import fuse_run
 
-    _emit(fuse_run(run, weight, out, _command(), data, reference, context), None)
+    if centre not in STREAM_CENTRES:
+        raise typer.BadParameter(f"must be one of {STREAM_CENTRES}", param_hint="--centre")
+    _emit(fuse_run(run, weight, out, _command(), data, reference, context, centre), None)
 
 
 @app.command()

@@ -143,7 +143,8 @@ def guard_run(run: Path, out: Path, card: ModelCard, guard: GuardConfig = GuardC
     torch.save({**saved, "bedside": {**meta, **report}}, out / "checkpoint.pt")
     fusion, reference = _fusion_of(meta)
     thresholds, val_metrics = pooled_thresholds(held_out([out / "checkpoint.pt"], data_dir, reference,
-                                                         meta.get("prematurity_context", STREAM_CONTEXT)), fusion)
+                                                         meta.get("prematurity_context", STREAM_CONTEXT),
+                                                         meta.get("prematurity_centre", "median")), fusion)
     report.update(thresholds=thresholds, val_metrics=val_metrics)
     torch.save({**saved, "bedside": {**meta, **report}}, out / "checkpoint.pt")
     trained = json.loads((Path(run) / "metrics.json").read_text()) if (Path(run) / "metrics.json").exists() else {}

@@ -60,7 +60,7 @@ PREMATURE_CONTEXT_LIMITS = (
     "premature_context, or the card's prematurity_reference \"stream\"; per-stream state, the window's own median until "
     "the stream holds 8 RRs: its first seconds, after a new lead layout, or after a gap longer than that span): after a "
     "lasting rise of rate normal beats read as early until that span follows it, and ectopy that persists for most of "
-    "the span stops reading as early."
+    "the span can stop reading as early (against its median; against its mean, long pauses hold it up)."
 )
 
 
@@ -151,7 +151,8 @@ INTERVAL_LABELLING = (
     "rr_prev channel is <= -premature), each moved to the most premature one within premature_reach samples or dropped, "
     "or with premature_all every premature beat outside a V interval published, as R +- snap_half (with "
     "premature_usual > 0 either way only the premature beats whose residual RMS over R +- 36 samples is below "
-    "premature_usual count: shaped like the window's median beat); "
+    "premature_usual count: shaped like the window's median beat; and with shape_split an interval the re-run gives to "
+    "S in a window alarming for S and V goes to V when the beat it lit is not so shaped); "
     "with interval_rule.premature_context > 0 a beat is premature when its RR (from the R peaks) is <= 1 - premature "
     "times the premature_centre of the stream's RRs whose later R peak lies in the premature_context samples ending "
     "with the window (per-stream state: stream_ecg.postprocess.stream_rr_reference; the window's own while the stream "
@@ -200,7 +201,7 @@ PREMATURITY_REFERENCE_TEXT = (
 
 STREAM_REFERENCE_TEXT = (
     "the rhythm fusion and interval_rule.premature take each beat's RR (from the R peaks of the first lead) over the "
-    "median of the stream's RRs whose later R peak lies in the last prematurity_context samples up to the window's end "
+    "prematurity_centre (median or mean) of the stream's RRs whose later R peak lies in the last prematurity_context samples up to the window's end "
     "(per-stream state: stream_ecg.postprocess.stream_rr_reference; each beat once; a gap keeps it, a new lead layout "
     "starts it afresh), minus 1, clipped as the rr_prev channel is (stream_ecg.rhythm.stream_relative); while the "
     "stream holds fewer than 8 RRs (its first seconds, or after a gap longer than that span) the window's own median, "
@@ -208,10 +209,11 @@ STREAM_REFERENCE_TEXT = (
 )
 
 
-def _reference_fields(reference: str, context: int = STREAM_CONTEXT) -> dict:
+def _reference_fields(reference: str, context: int = STREAM_CONTEXT, centre: str = "median") -> dict:
     """A card's prematurity reference, written only when it is not the rr_prev channel's own median."""
     if reference == "stream":
         return {"prematurity_reference": reference, "prematurity_context": int(context),
+                **({"prematurity_centre": centre} if centre != "median" else {}),
                 "prematurity_reference_rule": STREAM_REFERENCE_TEXT}
     return {} if reference == "median" else {"prematurity_reference": reference, "prematurity_reference_rule": PREMATURITY_REFERENCE_TEXT}
 
@@ -238,7 +240,8 @@ def card_from_run(ckpt: dict, name: str, version: str, command: str) -> dict:
             "rhythm_fusion_rule": "each listed class's logit + weight x rr prematurity, -log(1 + min over the window of "
             "the rr_prev input channel) = -log(shortest RR / the channel's reference RR); stream_ecg.fusion; thresholds "
             "apply to the fused probabilities"} if meta.get("fusion") else {}),
-        **_reference_fields(meta.get("prematurity_reference", "median"), meta.get("prematurity_context", STREAM_CONTEXT)),
+        **_reference_fields(meta.get("prematurity_reference", "median"), meta.get("prematurity_context", STREAM_CONTEXT),
+                            meta.get("prematurity_centre", "median")),
         "dsp": cfg["dsp"],
         "normalisation": f"per-window, per-lead z-score (std floored at {cfg['dsp']['norm_eps']} mV)",
         "inputs": [*leads.leads, *DspConfig.from_dict(cfg["dsp"]).extra_channels],
@@ -351,7 +354,7 @@ def reevaluate(model_dir: Path, command: str, data_dir=None, results: Path = Pat
 def recard(source: Path, out: Path, name: str, version: str, command: str, rule: dict, data_dir=None,
            evaluate: bool = True, results: Path = Path("docs/results"), margin: int = BedsideConfig.margin,
            thresholds: dict | None = None, reference: str | None = None, context: int = STREAM_CONTEXT,
-           fusion: dict[str, float] | None = None) -> dict:
+           fusion: dict[str, float] | None = None, centre: str = "median") -> dict:
     """A shipped model with a new interval rule (and class thresholds, and prematurity reference): the same model files
     (checksums verified), a card taking `rule`'s and `thresholds`' overrides, re-measured latency and
     DS2 metrics.
@@ -383,8 +386,9 @@ def recard(source: Path, out: Path, name: str, version: str, command: str, rule:
     if fusion is not None:  # a weight chosen out of fold on DS1 (trainer fuse), on the same network
         card["rhythm_fusion"] = {k: float(v) for k, v in fusion.items()}
     if reference is not None:
-        card = {k: v for k, v in card.items() if k not in ("prematurity_reference", "prematurity_reference_rule", "prematurity_context")}
-        card.update(_reference_fields(reference, context))
+        card = {k: v for k, v in card.items()
+                if k not in ("prematurity_reference", "prematurity_reference_rule", "prematurity_context", "prematurity_centre")}
+        card.update(_reference_fields(reference, context, centre))
         card["limits"] = rule_limits(card.get("limits", ""), IntervalRule.from_dict(card["interval_rule"]), reference == "stream")
     card.pop("metrics", None)
     (out / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
@@ -445,7 +449,8 @@ def model_readme(card: dict) -> str:
         *([f"- threshold overrides, chosen after training (`trainer recard`; rules in docs/results_notes.md): "
            f"{overrides}"] if overrides else []),
         *([f"- rhythm fusion {card['rhythm_fusion']}: {card['rhythm_fusion_rule']}"] if card.get("rhythm_fusion") else []),
-        *([f"- prematurity reference {card['prematurity_reference']}: {card['prematurity_reference_rule']}"]
+        *([f"- prematurity reference {card['prematurity_reference']}"
+           f"{' (' + card['prematurity_centre'] + ')' if card.get('prematurity_centre') else ''}: {card['prematurity_reference_rule']}"]
           if card.get("prematurity_reference") else []),
         f"- inputs: {card.get('inputs', card['leads'])}; rhythm channels: {card.get('rhythm', 'none')}",
         *([f"- beat {card['residual']}"] if card.get("residual") else []),
@@ -522,6 +527,7 @@ def unpack(model_dir: Path, out: Path, command: str = "") -> dict:
     meta = {"bedside_config": cfg.to_dict(), "thresholds": raw["thresholds"], "fusion": raw.get("rhythm_fusion", {}),
             "prematurity_reference": raw.get("prematurity_reference", "median"),
             **({"prematurity_context": raw["prematurity_context"]} if "prematurity_context" in raw else {}),
+            **({"prematurity_centre": raw["prematurity_centre"]} if "prematurity_centre" in raw else {}),
             "seeds": raw["ensemble"].get("seeds"),
             "train_windows": training.get("windows", {}).get("train"), "val_windows": training.get("windows", {}).get("val"),
             "train_seconds": training.get("train_seconds"), "best_epoch": training.get("best_epoch"),
