@@ -164,11 +164,12 @@ class MicroBatcher:
         picked = time.time()
         x = np.stack([j.window.x for j in jobs])
         irregular, rr_reference = (_per_window([getattr(j.window, k) for j in jobs]) for k in ("irregularity", "rr_reference"))
+        peaks = None if any(j.window.peaks is None for j in jobs) else [j.window.peaks for j in jobs]  # found at ingest
         t0 = time.perf_counter()
-        probs, attention = infer_windows(self.model, x, rr_reference)
+        probs, attention = infer_windows(self.model, x, rr_reference, peaks)
         t1 = time.perf_counter()
         intervals = label_intervals(self.model.card, self.model.infer, x, probs, attention, irregular=irregular,
-                                    rr_reference=rr_reference)
+                                    rr_reference=rr_reference, peaks=peaks)
         t2 = time.perf_counter()
         inferred = time.time()
         return [

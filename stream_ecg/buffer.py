@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .card import CardError, ModelCard
-from .dsp import StreamPreprocessor, window_input
+from .dsp import StreamPreprocessor, window_input_with_peaks
 from .postprocess import new_recent, new_reference, stream_irregularity, stream_rr_reference
 from .wire import Chunk
 
@@ -60,6 +60,7 @@ class ReadyWindow:
     chunk_end: int  # absolute model-rate sample just past that chunk, to map samples to wall time
     irregularity: float | None = None  # the stream's recent rhythm irregularity, when the card's rule reads it
     rr_reference: float | None = None  # the stream's recent reference RR (samples, NaN: too few), when the rule reads it
+    peaks: np.ndarray | None = None  # R peaks of x's first lead, found once at ingest (None: the card derives no channel)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,13 +199,15 @@ class StreamState:
             pos += k
             while self._ring_abs0 + self._filled >= self._next_win + self.window:
                 off = self._next_win - self._ring_abs0
-                x = window_input(self.ring[:, off : off + self.window], self.card.dsp, self._next_win, self.rr_history)
-                irr = stream_irregularity(self.card, x[None], np.array([self._next_win]), self.recent)
-                ref = stream_rr_reference(self.card, x[None], np.array([self._next_win]), self.reference)
+                x, peaks = window_input_with_peaks(self.ring[:, off : off + self.window], self.card.dsp, self._next_win,
+                                                   self.rr_history)
+                irr = stream_irregularity(self.card, x[None], np.array([self._next_win]), self.recent, peaks)
+                ref = stream_rr_reference(self.card, x[None], np.array([self._next_win]), self.reference, peaks)
                 flags = tuple(sorted(self._pending)) + self.sticky
                 self._pending.clear()
                 out.append(ReadyWindow(self.stream_id, self._next_win, x, flags, now, chunk.sent_at, chunk_end,
-                                       None if irr is None else float(irr[0]), None if ref is None else float(ref[0])))
+                                       None if irr is None else float(irr[0]), None if ref is None else float(ref[0]),
+                                       None if peaks is None else peaks[0]))
                 self._next_win += self.hop
         return out
 

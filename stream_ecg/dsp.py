@@ -311,9 +311,19 @@ def window_input(
     With `cfg.rhythm_context` the windows must be one stream's, in order, at absolute `starts`, and
     `history` is that stream's `RRHistory` (a fresh one, i.e. the stream begins here, when None).
     """
+    return window_input_with_peaks(w, cfg, starts, history)[0]
+
+
+def window_input_with_peaks(
+    w: np.ndarray, cfg: DspConfig, starts: np.ndarray | int | None = None, history: RRHistory | None = None
+) -> tuple[np.ndarray, list[np.ndarray] | None]:
+    """`window_input`, and the R peaks it found on each window's first z-scored lead (`rhythm.r_peaks`, in window
+    order; None when the card asks for no derived channel, so none were found). They are the peaks every later step
+    would find on the model input's first lead: the stream's RR memory, the fusion and the interval rules take them
+    instead of searching each window again."""
     x = normalise_window(w, cfg.norm_eps)
     if not cfg.extra_channels:
-        return x
+        return x, None
     flat = x.reshape(-1, *x.shape[-2:])
     peaks = [r_peaks(f[0], cfg.fs, cfg.peak_detector) for f in flat]  # once per window, shared by every derived channel
     out = flat
@@ -329,4 +339,4 @@ def window_input(
     if cfg.beat_residual:
         res = np.stack([beat_residual(f[0], cfg.fs, p) for f, p in zip(flat, peaks)])[:, None]
         out = np.concatenate([out, res], axis=1)
-    return out.reshape(*x.shape[:-2], -1, x.shape[-1])
+    return out.reshape(*x.shape[:-2], -1, x.shape[-1]), peaks

@@ -20,7 +20,8 @@ _EPS = 1e-7
 
 
 def rr_prematurity(x: np.ndarray, n_leads: int, reference: str = "median", fs: float | None = None,
-                  detector: str = "energy", stream_rr: np.ndarray | None = None) -> np.ndarray:
+                  detector: str = "energy", stream_rr: np.ndarray | None = None,
+                  peaks: list[np.ndarray] | None = None) -> np.ndarray:
     """Per window of model input (B, n_leads + rhythm channels, n): -log(shortest RR / reference RR), from
     the `rr_prev` channel, which `rhythm.add_rhythm` puts right after the `n_leads` leads (RR before each
     beat over the reference, minus 1, clipped; 0 where unknown), so 0 when no beat came early. Values
@@ -29,7 +30,8 @@ def rr_prematurity(x: np.ndarray, n_leads: int, reference: str = "median", fs: f
     `detector`, as the channel was painted) and taken against the mean of the window's RRs (`rhythm.rereferenced`).
     With "stream" each window's RRs from its R peaks are taken over its `stream_rr` (the stream's recent median RR,
     samples, one per window: `postprocess.stream_rr_reference`), or against the window's median where that is NaN
-    (too few RRs held yet). Why: inside a run of ectopy or tachycardia the window's median is the run's own RR."""
+    (too few RRs held yet). Why: inside a run of ectopy or tachycardia the window's median is the run's own RR.
+    `peaks`: each window's R peaks when already found (`dsp.window_input_with_peaks`), else found here."""
     rr_prev = np.nan_to_num(np.asarray(x, np.float64)[:, n_leads], nan=0.0, posinf=0.0, neginf=0.0)
     if reference == "stream" and (stream_rr is None or len(stream_rr) != len(rr_prev)):
         raise ValueError("the 'stream' prematurity reference needs each window's stream RR (stream_rr)")
@@ -40,8 +42,8 @@ def rr_prematurity(x: np.ndarray, n_leads: int, reference: str = "median", fs: f
             raise ValueError(f"the {reference!r} prematurity reference finds R peaks, so it needs fs")
         shortest = np.zeros(len(rr_prev))
         for i, (lead, channel) in enumerate(zip(np.asarray(x)[:, 0], rr_prev)):
-            peaks = r_peaks(lead, fs, detector)
-            rel = stream_relative(peaks, stream_rr[i]) if reference == "stream" else rereferenced(channel[peaks], reference)
+            found = r_peaks(lead, fs, detector) if peaks is None else peaks[i]
+            rel = stream_relative(found, stream_rr[i]) if reference == "stream" else rereferenced(channel[found], reference)
             shortest[i] = min(0.0, float(np.min(channel if rel is None else rel, initial=0.0)))
     return -np.log1p(np.clip(shortest, *RR_CLIP))
 
@@ -52,9 +54,11 @@ def logit_offsets(fusion: dict[str, float], classes: tuple[str, ...] | list[str]
     return np.stack([fusion.get(c, 0.0) * np.asarray(prem, np.float64) for c in classes], axis=1)
 
 
-def card_prematurity(card: ModelCard, x: np.ndarray, stream_rr: np.ndarray | None = None) -> np.ndarray:
+def card_prematurity(card: ModelCard, x: np.ndarray, stream_rr: np.ndarray | None = None,
+                     peaks: list[np.ndarray] | None = None) -> np.ndarray:
     """`rr_prematurity` of model input `x` as `card` reads it (its leads, its prematurity reference, its fs)."""
-    return rr_prematurity(x, len(card.leads.leads), card.prematurity_reference, card.fs, card.dsp.peak_detector, stream_rr)
+    return rr_prematurity(x, len(card.leads.leads), card.prematurity_reference, card.fs, card.dsp.peak_detector, stream_rr,
+                          peaks)
 
 
 def stream_fused(card: ModelCard) -> bool:
@@ -62,13 +66,14 @@ def stream_fused(card: ModelCard) -> bool:
     return bool(card.rhythm_fusion) and card.prematurity_reference == "stream"
 
 
-def fuse(card: ModelCard, x: np.ndarray, probs: np.ndarray, stream_rr: np.ndarray | None = None) -> np.ndarray:
+def fuse(card: ModelCard, x: np.ndarray, probs: np.ndarray, stream_rr: np.ndarray | None = None,
+         peaks: list[np.ndarray] | None = None) -> np.ndarray:
     """The card's class probabilities with each fused class's logit raised by weight x prematurity;
     the normal class stays prod(1 - p_abnormal), as the network's output defines it."""
     if not card.rhythm_fusion:
         return probs
     p = np.clip(np.asarray(probs, np.float64), _EPS, 1 - _EPS)
-    prem = card_prematurity(card, x, stream_rr)
+    prem = card_prematurity(card, x, stream_rr, peaks)
     out = 1.0 / (1.0 + np.exp(-(np.log(p) - np.log1p(-p) + logit_offsets(card.rhythm_fusion, card.classes, prem))))
     out = np.where([c in card.rhythm_fusion for c in card.classes], out, np.asarray(probs, np.float64))
     if "normal" in card.classes:
@@ -82,9 +87,10 @@ class FusedModel:
     def __init__(self, inner) -> None:
         self.inner, self.card, self.backend = inner, inner.card, inner.backend
 
-    def infer(self, x: np.ndarray, rr_reference: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def infer(self, x: np.ndarray, rr_reference: np.ndarray | None = None,
+              peaks: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
         probs, attention = self.inner.infer(x)
-        return fuse(self.card, x, probs, rr_reference), attention
+        return fuse(self.card, x, probs, rr_reference, peaks), attention
 
 
 def with_fusion(model):
@@ -92,13 +98,17 @@ def with_fusion(model):
     return FusedModel(model) if model.card.rhythm_fusion else model
 
 
-def infer_windows(model, x: np.ndarray, rr_reference: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """`model.infer(x)`, handing a "stream" card's fusion each window's stream RR reference: how the live batcher and
-    the offline path call every backend alike."""
-    return call_infer(model.infer, model.card, x, rr_reference)
+def infer_windows(model, x: np.ndarray, rr_reference: np.ndarray | None = None,
+                  peaks: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """`model.infer(x)`, handing a "stream" card's fusion each window's stream RR reference (and its R peaks, when
+    already found): how the live batcher and the offline path call every backend alike."""
+    return call_infer(model.infer, model.card, x, rr_reference, peaks)
 
 
-def call_infer(infer, card: ModelCard, x: np.ndarray, rr_reference: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """`infer(x)`, or `infer(x, rr_reference)` when the card's fusion reads the stream RR reference: the one place that
-    decides it, for `infer_windows` and for the occlusion re-runs of `postprocess.label_intervals` alike."""
-    return infer(x, rr_reference) if stream_fused(card) else infer(x)
+def call_infer(infer, card: ModelCard, x: np.ndarray, rr_reference: np.ndarray | None = None,
+               peaks: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """`infer(x)`, or `infer(x, rr_reference[, peaks])` when the card's fusion reads the stream RR reference: the one
+    place that decides it, for `infer_windows` and for the occlusion re-runs of `postprocess.label_intervals` alike."""
+    if not stream_fused(card):
+        return infer(x)
+    return infer(x, rr_reference) if peaks is None else infer(x, rr_reference, peaks)

@@ -10,7 +10,7 @@ import numpy as np
 
 from .data.mitdb import Record
 from .card import LeadContract
-from .dsp import DspConfig, window_input, preprocess
+from .dsp import DspConfig, preprocess, window_input_with_peaks
 from .fusion import infer_windows
 from .infer import InferenceModel
 from .postprocess import (IntervalMerger, LabelledInterval, label_intervals, new_recent, new_reference,
@@ -52,11 +52,13 @@ def run_record(model: InferenceModel, rec: Record, batch: int = 64) -> RecordOut
     probs, published, first_seen = [], [], []
     for i in range(0, len(starts), batch):
         s = starts[i : i + batch]
-        x = window_input(np.stack([sig[:, a : a + card.window] for a in s]), card.dsp, s, history)
-        irregular, rr_ref = stream_irregularity(card, x, s, recent), stream_rr_reference(card, x, s, reference)
-        p, att = infer_windows(model, x, rr_ref)
+        x, peaks = window_input_with_peaks(np.stack([sig[:, a : a + card.window] for a in s]), card.dsp, s, history)
+        irregular = stream_irregularity(card, x, s, recent, peaks)
+        rr_ref = stream_rr_reference(card, x, s, reference, peaks)
+        p, att = infer_windows(model, x, rr_ref, peaks)
         probs.append(p)
-        for start, ivs in zip(s, label_intervals(card, model.infer, x, p, att, irregular=irregular, rr_reference=rr_ref)):
+        for start, ivs in zip(s, label_intervals(card, model.infer, x, p, att, irregular=irregular, rr_reference=rr_ref,
+                                                 peaks=peaks)):
             new = merger.add([iv.shift(int(start)) for iv in ivs])
             published.extend(new)
             first_seen.extend([int(start)] * len(new))

@@ -67,6 +67,7 @@ def label_intervals(
     pad: int = 18,
     irregular: np.ndarray | None = None,
     rr_reference: np.ndarray | None = None,
+    peaks: list[np.ndarray] | None = None,
 ) -> list[list[LabelledInterval]]:
     """Labelled intervals per window (window-relative) for the windows whose class probability alarms.
 
@@ -81,6 +82,7 @@ def label_intervals(
     `irregular`: each window's `stream_irregularity`, needed when the card's rule has `regular_stream`.
     `rr_reference`: each window's `stream_rr_reference`, needed when the card reads a stream RR reference (its rule's
     `premature_context`, or its `prematurity_reference` "stream", whose fused `infer` then also takes it).
+    `peaks`: each window's R peaks on its first lead when already found (`dsp.window_input_with_peaks`).
     """
     rule = card.interval_rule
     if rule.regular_stream > 0 and PREMATURE_CLASS in card.abnormal and (irregular is None or len(irregular) != len(x)):
@@ -93,7 +95,9 @@ def label_intervals(
     keep_drop = card.interval_rule.keep_drop
     window_alarm = window_alarms(card, probs)
     occlude: list[tuple[int, int, int, float]] = []
-    found: dict[int, np.ndarray] = {}
+    found: dict[int, np.ndarray] = {} if peaks is None else dict(enumerate(peaks))
+    if peaks is not None and len(peaks) != len(x):
+        raise ValueError(f"peaks for {len(peaks)} windows, but {len(x)} windows")
 
     def peaks(i: int) -> np.ndarray:  # each window's R peaks, found once for snap, premature and distinct alike
         if i not in found:
@@ -169,15 +173,17 @@ def new_recent(card: ModelCard) -> RecentRhythm | None:
     return RecentRhythm(rule.regular_context, card.fs) if rule.regular_stream > 0 else None
 
 
-def stream_irregularity(card: ModelCard, x: np.ndarray, starts: np.ndarray, recent: RecentRhythm | None) -> np.ndarray | None:
+def stream_irregularity(card: ModelCard, x: np.ndarray, starts: np.ndarray, recent: RecentRhythm | None,
+                        peaks: list[np.ndarray] | None = None) -> np.ndarray | None:
     """Each of one stream's windows (model inputs, in stream order, at absolute `starts`): `rr_irregularity` of the
     stream's RRs over the rule's `regular_context` samples that end with it, `recent` updated as it goes; None without
-    `recent`. Why a stream's and not a window's: six beats of atrial fibrillation can look regular, 30 s rarely do."""
+    `recent`. Why a stream's and not a window's: six beats of atrial fibrillation can look regular, 30 s rarely do.
+    `peaks`: each window's R peaks when already found (`dsp.window_input_with_peaks`)."""
     if recent is None:
         return None
     out = np.zeros(len(x))
     for i, (w, start) in enumerate(zip(x, np.atleast_1d(starts))):
-        recent.update(r_peaks(w[0], card.fs, card.dsp.peak_detector), int(start), w.shape[-1])
+        recent.update(r_peaks(w[0], card.fs, card.dsp.peak_detector) if peaks is None else peaks[i], int(start), w.shape[-1])
         out[i] = rr_irregularity(recent.relative())
     return out
 
@@ -197,14 +203,15 @@ def new_reference(card: ModelCard) -> RecentRhythm | None:
     return None if spec is None else RecentRhythm(spec[0], card.fs)
 
 
-def stream_rr_reference(card: ModelCard, x: np.ndarray, starts: np.ndarray, memory: RecentRhythm | None) -> np.ndarray | None:
+def stream_rr_reference(card: ModelCard, x: np.ndarray, starts: np.ndarray, memory: RecentRhythm | None,
+                        peaks: list[np.ndarray] | None = None) -> np.ndarray | None:
     """Each of one stream's windows (model inputs, in stream order, at absolute `starts`): the stream's reference RR
     the card reads (`stream_reference_of`; samples, NaN while too few RRs are held), `memory` updated as it goes; None
     without `memory`. What the premature rule, and a "stream" card's fusion, judge a beat early against."""
     spec = stream_reference_of(card)
     if memory is None or spec is None:
         return None
-    return stream_references(np.asarray(x)[:, 0], starts, card.fs, card.dsp.peak_detector, memory, spec[1])
+    return stream_references(np.asarray(x)[:, 0], starts, card.fs, card.dsp.peak_detector, memory, spec[1], peaks)
 
 
 def _shape_split(card: ModelCard, x: np.ndarray, peaks: np.ndarray, attention: np.ndarray, s: int, e: int, label: int,

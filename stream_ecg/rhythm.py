@@ -269,12 +269,13 @@ def stream_relative(peaks: np.ndarray, stream_rr: float | None) -> np.ndarray | 
 
 
 def stream_references(leads: np.ndarray, starts: np.ndarray, fs: float, detector: str, memory: RecentRhythm,
-                      centre: str = "median") -> np.ndarray:
+                      centre: str = "median", peaks: list[np.ndarray] | None = None) -> np.ndarray:
     """Each of one stream's windows (first leads (B, n) of model input, in stream order, at absolute `starts`): the
     `centre` of the stream's RRs over `memory`'s span up to the window's end (samples; NaN while it holds too few),
-    `memory` updated as it goes. The one computation the live buffer, the offline path and the trainer share."""
+    `memory` updated as it goes. The one computation the live buffer, the offline path and the trainer share.
+    `peaks`: each window's R peaks when already found (`dsp.window_input_with_peaks`), else found here."""
     out = np.full(len(leads), np.nan)
     for i, (lead, start) in enumerate(zip(leads, np.atleast_1d(starts))):
-        memory.update(r_peaks(lead, fs, detector), int(start), lead.shape[-1])
+        memory.update(r_peaks(lead, fs, detector) if peaks is None else peaks[i], int(start), lead.shape[-1])
         out[i] = memory.centre(centre)
     return out

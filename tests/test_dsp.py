@@ -249,3 +249,22 @@ def test_bad_shapes_raise_dsperror():
 
 def test_dsperror_is_a_valueerror():
     assert issubclass(DspError, ValueError)
+
+
+def test_window_input_hands_over_the_r_peaks_of_its_first_lead():
+    """The peaks found while deriving the rhythm and residual channels are the ones every later step would find on
+    the model input's first lead, so the stream RR memory, the fusion and the interval rules can take them."""
+    from stream_ecg.data import excerpt_dir, load_record
+    from stream_ecg.dsp import DspConfig, preprocess, window_input, window_input_with_peaks
+    from stream_ecg.rhythm import r_peaks
+
+    cfg = DspConfig(rhythm=True, beat_residual=True, peak_detector="energy_t")
+    rec = load_record("208", excerpt_dir())
+    sig = preprocess(rec.signal[:1, : 20 * 360], rec.fs, cfg)
+    w = np.stack([sig[:, a : a + 2000] for a in (0, 360, 720)])
+    x, peaks = window_input_with_peaks(w, cfg)
+    np.testing.assert_array_equal(x, window_input(w, cfg))
+    assert len(peaks) == 3 and all(len(p) > 3 for p in peaks)
+    for xi, p in zip(x, peaks):
+        np.testing.assert_array_equal(p, r_peaks(xi[0], cfg.fs, cfg.peak_detector))
+    assert window_input_with_peaks(w, DspConfig())[1] is None  # no derived channel: no peaks were needed
