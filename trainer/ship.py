@@ -60,7 +60,8 @@ PREMATURE_CONTEXT_LIMITS = (
     "premature_context, or the card's prematurity_reference \"stream\"; per-stream state, the window's own median until "
     "the stream holds 8 RRs: its first seconds, after a new lead layout, or after a gap longer than that span): after a "
     "lasting rise of rate normal beats read as early until that span follows it, and ectopy that persists for most of "
-    "the span can stop reading as early (against its median; against its mean, long pauses hold it up)."
+    "the span can stop reading as early (against its median; against the mean, prematurity_centre \"mean\", long "
+    "pauses hold the reference up instead, so normal beats after pauses or in 2:1 AV block read as early)."
 )
 
 
