@@ -28,8 +28,8 @@ def rr_prematurity(x: np.ndarray, n_leads: int, reference: str = "median", fs: f
     outside the channel's clip range (not a real rhythm channel) are clipped to it, and non-finite ones read as 0.
     With `reference` "mean" the channel is read at the R peaks of the first lead (`rhythm.r_peaks` at `fs` with
     `detector`, as the channel was painted) and taken against the mean of the window's RRs (`rhythm.rereferenced`).
-    With "stream" each window's RRs from its R peaks are taken over its `stream_rr` (the stream's recent median RR,
-    samples, one per window: `postprocess.stream_rr_reference`), or against the window's median where that is NaN
+    With "stream" each window's RRs from its R peaks are taken over its `stream_rr` (the stream's recent reference RR,
+    its median or mean as the card's prematurity_centre says; samples, one per window: `postprocess.stream_rr_reference`), or against the window's median where that is NaN
     (too few RRs held yet). Why: inside a run of ectopy or tachycardia the window's median is the run's own RR.
     `peaks`: each window's R peaks when already found (`dsp.window_input_with_peaks`), else found here."""
     rr_prev = np.nan_to_num(np.asarray(x, np.float64)[:, n_leads], nan=0.0, posinf=0.0, neginf=0.0)

@@ -23,9 +23,9 @@ from .fusion import call_infer
 from .intervals import (attention_to_intervals, distinct_beats, lit_beat, onto_premature, premature_beats,
                         rr_irregularity, snap_to_beats, usual_shaped)
 from .quality import kurtosis_sqi
-from .rhythm import RecentRhythm, r_peaks, stream_references
+from .rhythm import RecentRhythm, r_peaks, stream_measures, stream_references
 
-InferFn = Callable[..., tuple[np.ndarray, np.ndarray]]  # infer(x); a "stream"-fused card's: infer(x, rr_reference)
+InferFn = Callable[..., tuple[np.ndarray, np.ndarray]]  # infer(x); a "stream"-fused card's: infer(x, rr_reference[, peaks])
 PREMATURE_CLASS = "S"  # the class interval_rule.premature moves onto early beats: every AAMI S beat comes early
 DISTINCT_CLASS = "V"  # the class interval_rule.distinct keeps only on beats unlike the window's median beat
 
@@ -99,7 +99,7 @@ def label_intervals(
     if peaks is not None and len(peaks) != len(x):
         raise ValueError(f"peaks for {len(peaks)} windows, but {len(x)} windows")
 
-    def peaks(i: int) -> np.ndarray:  # each window's R peaks, found once for snap, premature and distinct alike
+    def peaks_of(i: int) -> np.ndarray:  # each window's R peaks, found once for snap, premature and distinct alike
         if i not in found:
             found[i] = r_peaks(x[i, 0], card.fs, card.dsp.peak_detector)
         return found[i]
@@ -108,7 +108,7 @@ def label_intervals(
         classes = np.flatnonzero(window_alarm[i])
         candidates = attention_to_intervals(attention[i], card.interval_rule)
         if card.interval_rule.snap > 0:
-            candidates = snap_to_beats(candidates, attention[i], peaks(int(i)), x.shape[-1], card.interval_rule)
+            candidates = snap_to_beats(candidates, attention[i], peaks_of(int(i)), x.shape[-1], card.interval_rule)
         test = len(classes) > 1 or (keep_drop > 0 and len(candidates) > 1)
         for s, e, peak in candidates:
             if test:
@@ -127,7 +127,7 @@ def label_intervals(
         logit_drop = _logit(before) - _logit(after)
         labels = [int(np.argmax(np.where(window_alarm[i], drop[k], -np.inf))) for k, (i, *_) in enumerate(occlude)]
         if rule.shape_split:  # an S call on an unusual beat is V's: premature_all marks S on usual early beats only
-            labels = [_shape_split(card, x[i], peaks(i), attention[i], s, e, labels[k], window_alarm[i])
+            labels = [_shape_split(card, x[i], peaks_of(i), attention[i], s, e, labels[k], window_alarm[i])
                       for k, (i, s, e, _) in enumerate(occlude)]
         largest: dict[tuple[int, int], float] = {}
         for k, (i, *_) in enumerate(occlude):
@@ -142,12 +142,12 @@ def label_intervals(
         c = card.abnormal.index(PREMATURE_CLASS)
         for i in np.flatnonzero(window_alarm[:, c]):
             ref = None if rr_reference is None else float(rr_reference[i])
-            out[i] = _premature(card, x[i], peaks(int(i)), float(probs[i, idx[c]]), attention[i], out[i], ref)
+            out[i] = _premature(card, x[i], peaks_of(int(i)), float(probs[i, idx[c]]), attention[i], out[i], ref)
     if card.interval_rule.regular > 0 and PREMATURE_CLASS in card.abnormal:
         rr_at = len(card.leads.leads)  # validated: the rr_prev channel follows the leads
         for i in range(len(out)):
             if any(iv.label == PREMATURE_CLASS for iv in out[i]):
-                if rr_irregularity(x[i, rr_at][peaks(i)]) > card.interval_rule.regular:  # r_peaks lie inside the window
+                if rr_irregularity(x[i, rr_at][peaks_of(i)]) > card.interval_rule.regular:  # r_peaks lie inside the window
                     out[i] = [iv for iv in out[i] if iv.label != PREMATURE_CLASS]
     if rule.regular_stream > 0 and PREMATURE_CLASS in card.abnormal:
         for i in np.flatnonzero(np.asarray(irregular) > rule.regular_stream):
@@ -159,7 +159,7 @@ def label_intervals(
     if card.interval_rule.distinct > 0 and DISTINCT_CLASS in card.abnormal:
         for i in range(len(out)):
             if any(iv.label == DISTINCT_CLASS for iv in out[i]):
-                out[i] = _distinct(card, x[i], peaks(i), attention[i], out[i])
+                out[i] = _distinct(card, x[i], peaks_of(i), attention[i], out[i])
     if rule.left_edge > 0:
         out = [[iv for iv in ivs if iv.start + iv.end >= 2 * rule.left_edge] for ivs in out]  # centre >= left_edge
     for ivs in out:
@@ -181,11 +181,8 @@ def stream_irregularity(card: ModelCard, x: np.ndarray, starts: np.ndarray, rece
     `peaks`: each window's R peaks when already found (`dsp.window_input_with_peaks`)."""
     if recent is None:
         return None
-    out = np.zeros(len(x))
-    for i, (w, start) in enumerate(zip(x, np.atleast_1d(starts))):
-        recent.update(r_peaks(w[0], card.fs, card.dsp.peak_detector) if peaks is None else peaks[i], int(start), w.shape[-1])
-        out[i] = rr_irregularity(recent.relative())
-    return out
+    return stream_measures(np.asarray(x)[:, 0], starts, card.fs, card.dsp.peak_detector, recent,
+                           lambda m: rr_irregularity(m.relative()), peaks)
 
 
 def stream_reference_of(card: ModelCard) -> tuple[int, str] | None:

@@ -13,6 +13,7 @@ compute the same channels.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 
 import numpy as np
 import scipy.ndimage
@@ -33,7 +34,8 @@ STREAM_CENTRES = ("median", "mean")  # RecentRhythm.centre: how a stream's recen
 RR_CLIP = (-0.8, 1.5)  # relative RR deviation is clipped to this range
 WINDOW_REFERENCES = ("median", "mean")  # a window's own RRs' centre (rereferenced)
 # what a beat is early against after the network (ModelCard.prematurity_reference): a window reference, or "stream",
-# the median of the stream's RRs over the card's prematurity_context samples (stream_relative, per-stream state)
+# the prematurity_centre of the stream's RRs over the card's prematurity_context samples (stream_relative, per-stream
+# state)
 PREMATURITY_REFERENCES = WINDOW_REFERENCES + ("stream",)
 
 
@@ -187,6 +189,8 @@ class RecentRhythm:
     def centre(self, how: str) -> float:
         """The held RRs' "median" or "mean" (STREAM_CENTRES) in samples: the stream's own reference for "early"; NaN
         while it holds fewer than STREAM_REFERENCE_MIN_RR (a stream's first seconds, or after a gap longer than its span)."""
+        if how not in STREAM_CENTRES:
+            raise ValueError(f"a stream's reference RR is one of {STREAM_CENTRES}, got {how!r}")
         if len(self.rr) < STREAM_REFERENCE_MIN_RR:
             return float("nan")
         rr = self.intervals()
@@ -274,8 +278,16 @@ def stream_references(leads: np.ndarray, starts: np.ndarray, fs: float, detector
     `centre` of the stream's RRs over `memory`'s span up to the window's end (samples; NaN while it holds too few),
     `memory` updated as it goes. The one computation the live buffer, the offline path and the trainer share.
     `peaks`: each window's R peaks when already found (`dsp.window_input_with_peaks`), else found here."""
+    return stream_measures(leads, starts, fs, detector, memory, lambda m: m.centre(centre), peaks)
+
+
+def stream_measures(leads: np.ndarray, starts: np.ndarray, fs: float, detector: str, memory: RecentRhythm,
+                    measure: Callable[[RecentRhythm], float], peaks: list[np.ndarray] | None = None) -> np.ndarray:
+    """Each of one stream's windows (first leads (B, n), in stream order, at absolute `starts`): `measure(memory)`
+    once the window's R peaks (`peaks[i]`, else found here) are in `memory`. The one loop behind a stream's reference
+    RR and its rhythm irregularity."""
     out = np.full(len(leads), np.nan)
     for i, (lead, start) in enumerate(zip(leads, np.atleast_1d(starts))):
         memory.update(r_peaks(lead, fs, detector) if peaks is None else peaks[i], int(start), lead.shape[-1])
-        out[i] = memory.centre(centre)
+        out[i] = measure(memory)
     return out

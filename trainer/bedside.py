@@ -607,9 +607,15 @@ def fuse_run(run: Path, weight: float, out: Path, command: str = "", data_dir=No
     return report
 
 
-def _fusion_of(meta: dict) -> tuple[dict | None, str]:
-    """A run's rhythm fusion and its prematurity reference (None, "median" for an unfused run)."""
-    return meta.get("fusion"), meta.get("prematurity_reference", "median") if meta.get("fusion") else "median"
+def _fusion_of(meta: dict) -> tuple[dict | None, str, int, str]:
+    """A run's rhythm fusion and its prematurity reference as `held_out` takes it: (fusion, reference, context,
+    centre); context and centre are the defaults unless the reference is "stream", and an unfused run's reference is
+    "median"."""
+    fusion = meta.get("fusion")
+    reference = meta.get("prematurity_reference", "median") if fusion else "median"
+    if reference != "stream":
+        return fusion, reference, STREAM_CONTEXT, "median"
+    return fusion, reference, int(meta.get("prematurity_context", STREAM_CONTEXT)), str(meta.get("prematurity_centre", "median"))
 
 
 def combine_runs(runs: list[Path], out: Path, command: str = "", data_dir=None) -> dict:
@@ -639,7 +645,7 @@ def combine_runs(runs: list[Path], out: Path, command: str = "", data_dir=None) 
             raise ValueError(f"{r} fuses rhythm otherwise than {runs[0]}; combine runs fused alike (or none fused)")
     ensemble = JointEnsemble.of(loaded[0][0].cfg, [m for model, _ in loaded for m in model.members])
     metas = [ck["bedside"] for _, ck in loaded]
-    fusion, reference = _fusion_of(first["bedside"])
+    fusion, *reference = _fusion_of(first["bedside"])
     per_run = ("guard", "guarded_from", "guarded_by", "fused_from", "fused_by")  # one run's provenance, not the whole's
     meta = {**{k: v for k, v in metas[0].items() if k not in per_run}, "seeds": [s for m in metas for s in m["seeds"]], "train_seconds": sum(m["train_seconds"] for m in metas),
             "best_epoch": [e for m in metas for e in m["best_epoch"]], "combined_from": [str(r) for r in runs],
@@ -649,9 +655,7 @@ def combine_runs(runs: list[Path], out: Path, command: str = "", data_dir=None) 
             "history": [ck["history"] for _, ck in loaded], "best_epoch": meta["best_epoch"], "bedside": meta}
     ensure_dir(out)
     torch.save(ckpt, out / "checkpoint.pt")
-    thresholds, val_metrics = pooled_thresholds(held_out([out / "checkpoint.pt"], data_dir, reference,
-                                                         meta.get("prematurity_context", STREAM_CONTEXT),
-                                                         meta.get("prematurity_centre", "median")), fusion)
+    thresholds, val_metrics = pooled_thresholds(held_out([out / "checkpoint.pt"], data_dir, *reference), fusion)
     meta = {**meta, "thresholds": thresholds, "val_metrics": val_metrics}
     torch.save({**ckpt, "bedside": meta}, out / "checkpoint.pt")
     commands = [json.loads((Path(r) / "metrics.json").read_text()).get("command", "") if (Path(r) / "metrics.json").exists() else ""

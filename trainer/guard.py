@@ -17,7 +17,6 @@ from pathlib import Path
 from stream_ecg.card import ModelCard
 from stream_ecg.evaluation import score_records
 from stream_ecg.offline import RecordOutput
-from stream_ecg.rhythm import STREAM_CONTEXT
 
 from .bedside import (BedsideConfig, _fusion_of, ds1_windows, ensure_dir, fold_networks, held_out, pooled_thresholds,
                       train_member)
@@ -141,10 +140,8 @@ def guard_run(run: Path, out: Path, card: ModelCard, guard: GuardConfig = GuardC
               "seeds": seeds, "best_epoch": best_epoch, "train_seconds": float(meta.get("train_seconds", 0.0)) + extra_seconds}
     saved = {**ckpt, "state_dict": ensemble.state_dict(), "history": history, "best_epoch": best_epoch}
     torch.save({**saved, "bedside": {**meta, **report}}, out / "checkpoint.pt")
-    fusion, reference = _fusion_of(meta)
-    thresholds, val_metrics = pooled_thresholds(held_out([out / "checkpoint.pt"], data_dir, reference,
-                                                         meta.get("prematurity_context", STREAM_CONTEXT),
-                                                         meta.get("prematurity_centre", "median")), fusion)
+    fusion, *reference = _fusion_of(meta)
+    thresholds, val_metrics = pooled_thresholds(held_out([out / "checkpoint.pt"], data_dir, *reference), fusion)
     report.update(thresholds=thresholds, val_metrics=val_metrics)
     torch.save({**saved, "bedside": {**meta, **report}}, out / "checkpoint.pt")
     trained = json.loads((Path(run) / "metrics.json").read_text()) if (Path(run) / "metrics.json").exists() else {}

@@ -18,7 +18,7 @@ from stream_ecg.morphology import MIN_BEATS, POST_S, PRE_S
 from stream_ecg.infer import load_model
 from stream_ecg.fusion import infer_windows
 from stream_ecg.offline import run_record
-from stream_ecg.rhythm import PREMATURITY_REFERENCES, STREAM_CONTEXT
+from stream_ecg.rhythm import PREMATURITY_REFERENCES, STREAM_CENTRES, STREAM_CONTEXT
 
 from .bedside import ABNORMAL, CLASSES, BedsideConfig, record_windows
 from .export import Deployable, write_model_folder
@@ -118,18 +118,11 @@ def rule_limits(limits: str, rule: IntervalRule, stream_reference: bool = False)
         limits = limits.replace(PREMATURE_CONTEXT_LIMITS, "")
         if PREMATURE_LIMITS not in limits:
             limits += PREMATURE_LIMITS
-    if rule.regular > 0 and REGULAR_LIMITS not in limits:
-        limits += REGULAR_LIMITS
-    if rule.regular_stream > 0 and REGULAR_STREAM_LIMITS not in limits:
-        limits += REGULAR_STREAM_LIMITS
-    if rule.min_kurtosis > 0 and KURTOSIS_LIMITS not in limits:
-        limits += KURTOSIS_LIMITS
-    if rule.premature_usual > 0 and USUAL_LIMITS not in limits:
-        limits += USUAL_LIMITS
-    if rule.left_edge > 0 and LEFT_EDGE_LIMITS not in limits:
-        limits += LEFT_EDGE_LIMITS
-    if rule.confirm > 1 and CONFIRM_LIMITS not in limits:
-        limits += CONFIRM_LIMITS
+    for applies, sentence in ((rule.regular > 0, REGULAR_LIMITS), (rule.regular_stream > 0, REGULAR_STREAM_LIMITS),
+                              (rule.min_kurtosis > 0, KURTOSIS_LIMITS), (rule.premature_usual > 0, USUAL_LIMITS),
+                              (rule.left_edge > 0, LEFT_EDGE_LIMITS), (rule.confirm > 1, CONFIRM_LIMITS)):
+        if applies and sentence not in limits:
+            limits += sentence
     return limits
 
 
@@ -202,8 +195,8 @@ PREMATURITY_REFERENCE_TEXT = (
 
 STREAM_REFERENCE_TEXT = (
     "the rhythm fusion and interval_rule.premature take each beat's RR (from the R peaks of the first lead) over the "
-    "prematurity_centre (median or mean) of the stream's RRs whose later R peak lies in the last prematurity_context samples up to the window's end "
-    "(per-stream state: stream_ecg.postprocess.stream_rr_reference; each beat once; a gap keeps it, a new lead layout "
+    "prematurity_centre (median or mean) of the stream's RRs whose later R peak lies in the last prematurity_context "
+    "samples up to the window's end (per-stream state: stream_ecg.postprocess.stream_rr_reference; each beat once; a gap keeps it, a new lead layout "
     "starts it afresh), minus 1, clipped as the rr_prev channel is (stream_ecg.rhythm.stream_relative); while the "
     "stream holds fewer than 8 RRs (its first seconds, or after a gap longer than that span) the window's own median, "
     "as the rr_prev channel has it; the network's input is unchanged"
@@ -370,6 +363,8 @@ def recard(source: Path, out: Path, name: str, version: str, command: str, rule:
     load_card(source)  # refuses a folder whose files do not match its card
     if reference is not None and reference not in PREMATURITY_REFERENCES:
         raise ValueError(f"prematurity reference must be one of {PREMATURITY_REFERENCES}, got {reference!r}")
+    if centre not in STREAM_CENTRES:
+        raise ValueError(f"prematurity centre must be one of {STREAM_CENTRES}, got {centre!r}")
     card = json.loads((Path(source) / CARD_FILE).read_text())
     derived = {"name": card["name"], "version": card["version"], "export_command": card.get("export_command")}
     out.mkdir(parents=True, exist_ok=True)
