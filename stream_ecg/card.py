@@ -151,6 +151,8 @@ class ModelCard:
                                                  or (self.interval_rule.distinct_early and not self.dsp.rhythm)):
             raise CardError("interval_rule.distinct needs an abnormal class V and dsp.beat_residual (its residual channel), "
                             "and distinct_early dsp.rhythm (its rr_prev channel)")
+        if self.interval_rule.premature_pause > 0 and not self.interval_rule.premature > 0:
+            raise CardError("interval_rule.premature_pause needs premature > 0 (it widens the premature rule)")
         if self.interval_rule.premature_usual > 0 and not (self.interval_rule.premature > 0 and self.dsp.beat_residual):
             raise CardError("interval_rule.premature_usual needs premature > 0 and dsp.beat_residual (its residual channel)")
         if self.interval_rule.shape_split and not (self.interval_rule.premature_all and self.interval_rule.premature_usual > 0

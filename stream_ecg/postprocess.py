@@ -243,7 +243,8 @@ def _premature(card: ModelCard, x: np.ndarray, peaks: np.ndarray, prob: float, a
     `stream_rr`: the stream's recent reference RR (`stream_rr_reference`), else the window's own."""
     rule, n = card.interval_rule, x.shape[-1]
     rr_prev = x[len(card.leads.leads)]  # the card is validated to carry the rhythm channels right after the leads
-    early, rel = premature_beats(peaks, rr_prev, rule.premature, card.prematurity_reference, stream_rr)
+    early, rel = premature_beats(peaks, rr_prev, rule.premature, card.prematurity_reference, stream_rr,
+                                 rule.premature_pause)
     if rule.premature_usual > 0:  # validated: the residual is the last channel
         usual = usual_shaped(early, x[card.channels - 1], rule.premature_usual)
         early, rel = early[usual], rel[usual]

@@ -592,3 +592,22 @@ def test_stream_rr_reference_is_the_recent_rhythm_and_waits_for_enough_beats():
     assert stream_rr_reference(median, x, starts, new_reference(median))[-1] == pytest.approx(400.0, abs=2.0)
     assert new_reference(_premature_card({"premature": 0.1})) is None
     assert stream_rr_reference(card, x, starts, None) is None
+
+
+def test_premature_pause_adds_a_slightly_early_beat_followed_by_its_pause():
+    from stream_ecg.intervals import IntervalRule, premature_beats
+
+    rr_prev = np.zeros(2000, np.float32)
+    peaks = np.array([100, 500, 900, 1260, 1720, 1980])  # 1260: 10 % early, then a pause; 1980: 35 % early, the last
+    assert premature_beats(peaks, rr_prev, 0.2, "stream", 400.0)[0].tolist() == [1980]
+    early, rel = premature_beats(peaks, rr_prev, 0.2, "stream", 400.0, pause=0.2)
+    assert early.tolist() == [1260, 1980]  # 360 <= 0.8 x 460; the last beat, with no RR after, by its RR before alone
+    np.testing.assert_allclose(rel, [-0.1, -0.35])
+    late = np.array([100, 500, 950, 1650])  # 950 comes late, then a long pause: not early for all its pause
+    assert premature_beats(late, rr_prev, 0.2, "stream", 400.0, pause=0.2)[0].size == 0
+    with pytest.raises(ValueError, match="premature_pause"):
+        IntervalRule(premature=0.2, premature_pause=1.0)
+    from stream_ecg.card import CardError
+
+    with pytest.raises(CardError, match="premature_pause"):
+        _premature_card({"premature_pause": 0.2})  # nothing to widen

@@ -101,6 +101,11 @@ LEFT_EDGE_LIMITS = (
     "goes unmarked."
 )
 
+PAUSE_LIMITS = (
+    " A beat followed by a pause also counts as early (interval_rule.premature_pause): in an S-alarming window a normal "
+    "beat before a sinus pause, a dropped beat or a blocked premature beat can be marked S."
+)
+
 CONFIRM_LIMITS = (
     " An interval is published only once interval_rule.confirm windows have lit it: each mark comes up to confirm - 1 "
     "hops later, and a beat that fewer windows call goes unmarked (counted in stream_ecg_intervals_unconfirmed_total)."
@@ -120,6 +125,7 @@ def rule_limits(limits: str, rule: IntervalRule, stream_reference: bool = False)
             limits += PREMATURE_LIMITS
     for applies, sentence in ((rule.regular > 0, REGULAR_LIMITS), (rule.regular_stream > 0, REGULAR_STREAM_LIMITS),
                               (rule.min_kurtosis > 0, KURTOSIS_LIMITS), (rule.premature_usual > 0, USUAL_LIMITS),
+                              (rule.premature_pause > 0, PAUSE_LIMITS),
                               (rule.left_edge > 0, LEFT_EDGE_LIMITS), (rule.confirm > 1, CONFIRM_LIMITS)):
         if applies and sentence not in limits:
             limits += sentence
@@ -151,6 +157,9 @@ INTERVAL_LABELLING = (
     "times the premature_centre of the stream's RRs whose later R peak lies in the premature_context samples ending "
     "with the window (per-stream state: stream_ecg.postprocess.stream_rr_reference; the window's own while the stream "
     "holds fewer than 8); "
+    "with interval_rule.premature_pause > 0 a beat no later than that reference also counts as premature when its RR "
+    "before is <= 1 - premature_pause times its RR after (both from the window's R peaks; the window's last beat is "
+    "judged on its RR before alone); "
     "with interval_rule.distinct > 0 a V interval is kept only if the beat it lit differs from the window's median beat "
     "(residual RMS over R +- 36 samples >= distinct) or, with distinct_early, came 10 % early; "
     "with interval_rule.regular > 0 a window's S intervals are published only if its RR irregularity (the coefficient "

@@ -1,0 +1,46 @@
+"""Exploration (reported only): on DS1's annotations, how many S beats, and how many N and V beats, a premature test
+marks when a beat followed by its pause counts as early too (`interval_rule.premature_pause`). Each annotated beat
+with a beat after it and STREAM_REFERENCE_MIN_RR RRs in the STREAM_CONTEXT samples before it: early when its RR
+before is at most 0.8 of the mean of those RRs (bedside-v9.5's `premature` 0.2 against the stream's 5-min mean), or,
+with a pause share q, when its RR before is no longer than that mean and at most 1 - q of its RR after. Annotated R
+peaks, no model, no detector and no S alarm: what the rule could add before the network's gates. DS1 only.
+
+Usage: .venv/bin/python bench/rr_pause_premise.py > docs/results/rr_pause_premise.json
+"""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from stream_ecg.data.mitdb import DS1, load_beats  # noqa: E402
+from stream_ecg.rhythm import STREAM_CONTEXT, STREAM_REFERENCE_MIN_RR  # noqa: E402
+
+PREMATURE = 0.2
+pre, ratio, aami, rec = [], [], [], []
+for name in DS1:
+    beats = load_beats(name)
+    s, cls = np.asarray(beats.samples, np.int64), np.asarray(beats.aami())
+    rr = np.diff(s).astype(float)
+    for k in range(1, len(s) - 1):
+        seen = rr[max(np.searchsorted(s, s[k] - STREAM_CONTEXT), 0) : k - 1]  # RRs ending before this beat's own
+        if len(seen) < STREAM_REFERENCE_MIN_RR:
+            continue
+        pre.append(rr[k - 1] / np.mean(seen))
+        ratio.append(rr[k - 1] / rr[k])
+        aami.append(cls[k])
+        rec.append(name)
+pre, ratio, aami, rec = map(np.asarray, (pre, ratio, aami, rec))
+
+
+def counts(early: np.ndarray) -> dict:
+    s = aami == "S"
+    return {"S": int((early & s).sum()), "N": int((early & (aami == "N")).sum()), "V": int((early & (aami == "V")).sum()),
+            "S_by_record": {r: int((early & s & (rec == r)).sum()) for r in sorted(set(rec[s]))}}
+
+
+report = {"S_beats": int((aami == "S").sum()), "premature": PREMATURE, "rules": {"premature only": counts(pre <= 1 - PREMATURE)}}
+for q in (0.15, 0.2, 0.25, 0.3):
+    report["rules"][f"premature_pause {q}"] = counts((pre <= 1 - PREMATURE) | ((pre <= 1.0) & (ratio <= 1 - q)))
+print(json.dumps(report, indent=1))
