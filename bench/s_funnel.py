@@ -50,7 +50,8 @@ def recording(c, infer, x, probs, attention, **kw):
         peaks = r_peaks(x[i, 0], c.fs, c.dsp.peak_detector)
         rel = x[i, rr_at][peaks]
         early, _ = premature_beats(peaks, x[i, rr_at], rule.premature, c.prematurity_reference,
-                                   None if refs is None else float(refs[i]), rule.premature_pause)  # as the rule judges it
+                                   None if refs is None else float(refs[i]), rule.premature_pause,
+                                   rule.premature_pause_early)  # as the rule judges it
         windows[-1].append({
             "alarm": bool(alarm[i]), "peaks": peaks, "early": early,
             "regular": not (rule.regular > 0 and rr_irregularity(rel) > rule.regular),

@@ -52,6 +52,7 @@ class IntervalRule:
     # its RR after, both from the window's R peaks: an early beat followed by its pause, judged without the reference,
     # which runs of ectopic beats or pauses can shift. 0: off.
     premature_pause: float = 0.0
+    premature_pause_early: float = 0.0  # with premature_pause: how early (share of the reference) such a beat must be
     # with premature_all and premature_usual: in a window alarming for S and V, an attention interval the occlusion
     # gives to S (which premature_all would drop, its S marks coming from the early beats) goes to V instead when the
     # beat it lit is not usual-shaped (qrs_residual >= premature_usual); the V rules then judge it as any V interval.
@@ -110,6 +111,8 @@ class IntervalRule:
             raise ValueError(f"regular_stream={self.regular_stream} must be >= 0 and regular_context >= 1")
         if not 0.0 <= self.premature_pause < 1.0:
             raise ValueError(f"premature_pause={self.premature_pause} must lie in [0, 1)")
+        if not 0.0 <= self.premature_pause_early < 1.0 or (self.premature_pause_early > 0 and not self.premature_pause > 0):
+            raise ValueError(f"premature_pause_early={self.premature_pause_early} must lie in [0, 1), and needs premature_pause")
         if self.premature_usual < 0.0:
             raise ValueError(f"premature_usual={self.premature_usual} must be >= 0")
         if not 0.0 <= self.premature < 1.0 or self.premature_reach < 0:
@@ -190,15 +193,15 @@ def snap_to_beats(intervals: list[tuple[int, int, float]], a: np.ndarray, peaks:
 
 def premature_beats(peaks: np.ndarray, rr_prev: np.ndarray, premature: float,
                     reference: str = "median", stream_rr: float | None = None,
-                    pause: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+                    pause: float = 0.0, pause_early: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """The R peaks (window-relative) whose beat came at least `premature` early, and how early each came:
     `rr_prev` is the window's rr_prev input channel (RR before each beat over the reference RR, minus 1,
     painted over the beat's span; 0 where unknown), read at the R peak, and taken against `reference`
     (`rhythm.rereferenced`: the channel's own median, or the mean of the window's RRs). With a usable `stream_rr`
     (samples; the stream's recent reference RR, `postprocess.stream_rr_reference`) each beat's RR from the peaks is
-    taken over it instead (`rhythm.stream_relative`). With `pause` > 0 a beat no later than the reference whose RR
-    before is at most 1 - pause of its RR after (both from the peaks: an early beat and the pause after it) counts
-    too; a beat with no peak after it in the window is judged on its RR before alone."""
+    taken over it instead (`rhythm.stream_relative`). With `pause` > 0 a beat at least `pause_early` early (0: no
+    later than the reference) whose RR before is at most 1 - pause of its RR after (both from the peaks: an early beat
+    and the pause after it) counts too; a beat with no peak after it in the window is judged on its RR before alone."""
     peaks = np.sort(np.asarray(peaks, dtype=np.int64).reshape(-1))
     peaks = peaks[(peaks >= 0) & (peaks < len(rr_prev))]
     rel = stream_relative(peaks, stream_rr)
@@ -209,7 +212,7 @@ def premature_beats(peaks: np.ndarray, rr_prev: np.ndarray, premature: float,
         rr = np.diff(peaks).astype(np.float64)
         before_pause = np.zeros(peaks.size, dtype=bool)
         before_pause[1:-1] = rr[:-1] <= (1.0 - pause) * rr[1:]
-        early |= before_pause & (rel <= 0)
+        early |= before_pause & (rel <= -pause_early)
     return peaks[early], rel[early]
 
 

@@ -244,7 +244,7 @@ def _premature(card: ModelCard, x: np.ndarray, peaks: np.ndarray, prob: float, a
     rule, n = card.interval_rule, x.shape[-1]
     rr_prev = x[len(card.leads.leads)]  # the card is validated to carry the rhythm channels right after the leads
     early, rel = premature_beats(peaks, rr_prev, rule.premature, card.prematurity_reference, stream_rr,
-                                 rule.premature_pause)
+                                 rule.premature_pause, rule.premature_pause_early)
     if rule.premature_usual > 0:  # validated: the residual is the last channel
         usual = usual_shaped(early, x[card.channels - 1], rule.premature_usual)
         early, rel = early[usual], rel[usual]

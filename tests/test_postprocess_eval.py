@@ -603,10 +603,13 @@ def test_premature_pause_adds_a_slightly_early_beat_followed_by_its_pause():
     early, rel = premature_beats(peaks, rr_prev, 0.2, "stream", 400.0, pause=0.2)
     assert early.tolist() == [1260, 1980]  # 360 <= 0.8 x 460; the last beat, with no RR after, by its RR before alone
     np.testing.assert_allclose(rel, [-0.1, -0.35])
+    assert premature_beats(peaks, rr_prev, 0.2, "stream", 400.0, pause=0.2, pause_early=0.15)[0].tolist() == [1980]
     late = np.array([100, 500, 950, 1650])  # 950 comes late, then a long pause: not early for all its pause
     assert premature_beats(late, rr_prev, 0.2, "stream", 400.0, pause=0.2)[0].size == 0
     with pytest.raises(ValueError, match="premature_pause"):
         IntervalRule(premature=0.2, premature_pause=1.0)
+    with pytest.raises(ValueError, match="premature_pause_early"):
+        IntervalRule(premature=0.2, premature_pause_early=0.1)  # nothing to floor
     from stream_ecg.card import CardError
 
     with pytest.raises(CardError, match="premature_pause"):
