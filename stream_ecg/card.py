@@ -145,6 +145,8 @@ class ModelCard:
             raise CardError("interval_rule.premature needs an abnormal class S and dsp.rhythm (its rr_prev channel)")
         if self.interval_rule.regular > 0 and ("S" not in self.abnormal or not self.dsp.rhythm):
             raise CardError("interval_rule.regular needs an abnormal class S and dsp.rhythm (its rr_prev channel)")
+        if self.interval_rule.min_p_consistency > 0 and "S" not in self.abnormal:
+            raise CardError("interval_rule.min_p_consistency needs an abnormal class S")
         if self.interval_rule.regular_stream > 0 and "S" not in self.abnormal:
             raise CardError("interval_rule.regular_stream needs an abnormal class S")
         if self.interval_rule.distinct > 0 and ("V" not in self.abnormal or not self.dsp.beat_residual

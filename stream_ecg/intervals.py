@@ -79,6 +79,11 @@ class IntervalRule:
     # > 0: S intervals are published only in windows whose first lead has a kurtosis (quality.kurtosis_sqi, normal = 3)
     # of at least min_kurtosis: noise hides and fakes the P waves and timings an S call rests on. 0: off.
     min_kurtosis: float = 0.0
+    # > 0: S intervals are published only in windows whose first lead keeps one P wave across its beats:
+    # morphology.p_wave_consistency (mean correlation of each beat's 250-80 ms before R with the median beat's) >=
+    # min_p_consistency; a window it cannot judge (under 3 whole beats) keeps them. Atrial fibrillation has no P
+    # wave and irregular RRs the timing tests read as early beats. 0: off.
+    min_p_consistency: float = 0.0
     # an interval is published once this many windows have lit it (postprocess.IntervalMerger): successive windows
     # overlap, so a beat is seen about window / hop times, and a lone window's call is the likeliest to be wrong.
     # Costs up to confirm - 1 hops of alarm latency. 1: the first window that lights it publishes it.
@@ -105,6 +110,8 @@ class IntervalRule:
             raise ValueError(f"left_edge={self.left_edge} must be >= 0")
         if self.confirm < 1:
             raise ValueError(f"confirm={self.confirm} must be >= 1")
+        if not 0.0 <= self.min_p_consistency < 1.0:
+            raise ValueError(f"min_p_consistency={self.min_p_consistency} must lie in [0, 1)")
         if self.min_kurtosis < 0.0:
             raise ValueError(f"min_kurtosis={self.min_kurtosis} must be >= 0")
         if self.regular_stream < 0.0 or self.regular_context < 1:

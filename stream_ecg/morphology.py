@@ -38,3 +38,30 @@ def beat_residual(lead: np.ndarray, fs: float, peaks: np.ndarray) -> np.ndarray:
         if hi > lo:
             out[lo:hi] = x[lo:hi] - template[lo - p + pre : hi - p + pre]
     return out
+
+
+P_FROM_S, P_TO_S = 0.25, 0.08  # the P wave's reach before the R peak: from 250 ms to 80 ms
+
+
+def p_wave_consistency(lead: np.ndarray, fs: float, peaks: np.ndarray) -> float:
+    """How alike the stretch before each R peak where a P wave sits (P_FROM_S to P_TO_S) is across the window's beats:
+    the mean correlation of each whole beat's stretch with the median beat's (as `beat_residual` takes the median).
+    NaN with fewer than MIN_BEATS whole beats or a flat median stretch (it cannot be judged).
+
+    Why: in atrial fibrillation there is no P wave, and what fills that stretch (fibrillatory waves, a T wave at
+    varying RR) differs beat to beat; a sinus rhythm with early beats keeps one P wave in most beats. The S rules'
+    timing tests read fibrillation's irregular RRs as early beats."""
+    x = np.asarray(lead, dtype=np.float64).reshape(-1)
+    peaks = np.sort(np.asarray(peaks, dtype=np.int64).reshape(-1))
+    pre, post = int(round(PRE_S * fs)), int(round(POST_S * fs))
+    whole = peaks[(peaks >= pre) & (peaks + post <= x.size)]
+    if whole.size < MIN_BEATS:
+        return float("nan")
+    stretch = np.arange(-int(round(P_FROM_S * fs)), -int(round(P_TO_S * fs)))
+    beats = x[whole[:, None] + stretch[None, :]]
+    median = np.median(beats, axis=0)
+    beats, median = beats - beats.mean(axis=1, keepdims=True), median - median.mean()
+    norms = np.linalg.norm(beats, axis=1) * np.linalg.norm(median)
+    if not np.linalg.norm(median) > 0:
+        return float("nan")
+    return float(np.mean(beats @ median / np.maximum(norms, 1e-12)))

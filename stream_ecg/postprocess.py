@@ -22,6 +22,7 @@ from .card import ModelCard
 from .fusion import call_infer
 from .intervals import (attention_to_intervals, distinct_beats, lit_beat, onto_premature, premature_beats,
                         rr_irregularity, snap_to_beats, usual_shaped)
+from .morphology import p_wave_consistency
 from .quality import kurtosis_sqi
 from .rhythm import RecentRhythm, r_peaks, stream_measures, stream_references
 
@@ -156,6 +157,11 @@ def label_intervals(
         for i in range(len(out)):
             if any(iv.label == PREMATURE_CLASS for iv in out[i]) and not kurtosis_sqi(x[i, 0]) >= rule.min_kurtosis:
                 out[i] = [iv for iv in out[i] if iv.label != PREMATURE_CLASS]  # NaN (a flat lead) fails too
+    if rule.min_p_consistency > 0 and PREMATURE_CLASS in card.abnormal:
+        for i in range(len(out)):
+            if any(iv.label == PREMATURE_CLASS for iv in out[i]):
+                if p_wave_consistency(x[i, 0], card.fs, peaks_of(i)) < rule.min_p_consistency:  # NaN: cannot judge, kept
+                    out[i] = [iv for iv in out[i] if iv.label != PREMATURE_CLASS]
     if card.interval_rule.distinct > 0 and DISTINCT_CLASS in card.abnormal:
         for i in range(len(out)):
             if any(iv.label == DISTINCT_CLASS for iv in out[i]):

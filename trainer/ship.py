@@ -101,6 +101,12 @@ LEFT_EDGE_LIMITS = (
     "goes unmarked."
 )
 
+P_WAVE_LIMITS = (
+    " S intervals are published only in windows whose beats share one P wave (interval_rule.min_p_consistency): "
+    "early beats in atrial fibrillation or flutter go unmarked by design, and so can S beats in windows where most "
+    "beats are ectopic from several foci, or where noise or a low P wave on the first lead hides the P wave."
+)
+
 PAUSE_LIMITS = (
     " A beat followed by a pause also counts as early (interval_rule.premature_pause): in an S-alarming window a normal "
     "beat before a sinus pause, a dropped beat or a blocked premature beat can be marked S."
@@ -126,6 +132,7 @@ def rule_limits(limits: str, rule: IntervalRule, stream_reference: bool = False)
     for applies, sentence in ((rule.regular > 0, REGULAR_LIMITS), (rule.regular_stream > 0, REGULAR_STREAM_LIMITS),
                               (rule.min_kurtosis > 0, KURTOSIS_LIMITS), (rule.premature_usual > 0, USUAL_LIMITS),
                               (rule.premature_pause > 0, PAUSE_LIMITS),
+                              (rule.min_p_consistency > 0, P_WAVE_LIMITS),
                               (rule.left_edge > 0, LEFT_EDGE_LIMITS), (rule.confirm > 1, CONFIRM_LIMITS)):
         if applies and sentence not in limits:
             limits += sentence
@@ -171,6 +178,9 @@ INTERVAL_LABELLING = (
     "stream_ecg.rhythm.RecentRhythm, stream_ecg.postprocess.stream_irregularity) is <= regular_stream; "
     "with interval_rule.min_kurtosis > 0 a window's S intervals are published only if its first lead's kurtosis "
     "(stream_ecg.quality.kurtosis_sqi, normal = 3) is >= min_kurtosis; "
+    "with interval_rule.min_p_consistency > 0 only if its first lead's beats share one P wave: the mean correlation of "
+    "each whole beat's 250-80 ms before its R peak with the window's median beat's (stream_ecg.morphology."
+    "p_wave_consistency) is >= min_p_consistency, or cannot be judged (under 3 whole beats); "
     "with interval_rule.left_edge > 0 a window publishes no interval whose centre lies in its first left_edge "
     "samples; "
     "with interval_rule.confirm > 1 an interval is published only once that many windows have lit it (up to "
