@@ -4,9 +4,8 @@ Each beat sits in about five overlapping windows. For every annotated S beat thi
 the card's `left_edge` and reports the furthest step it reached in any of them, in the order the runtime applies
 them: the window's S probability alarms; the R-peak detector finds the beat (a peak within EC57's 150 ms); its RR is
 at least `premature` short against the card's reference (`premature_beats`, as the rule judges it); the window's
-`regular` gate is open;
-its `min_kurtosis` gate is open; a published S interval of that window covers it (within 150 ms). The card's own
-rules run unchanged (`stream_ecg.postprocess.label_intervals` is wrapped, not altered), so the last step is what
+`regular` gate is open; its `min_kurtosis` gate is open; its `min_p_consistency` gate is open; a published S interval
+of that window covers it (within 150 ms). The card's own rules run unchanged (`stream_ecg.postprocess.label_intervals` is wrapped, not altered), so the last step is what
 the runtime published from those windows.
 
 Usage: .venv/bin/python bench/s_funnel.py runs/v9 [edge_models/bedside-v9.2 [stream]]
@@ -27,11 +26,12 @@ from stream_ecg.card import load_card  # noqa: E402
 from stream_ecg.evaluation import EC57_TOL_S  # noqa: E402
 from stream_ecg.intervals import premature_beats, rr_irregularity  # noqa: E402
 from stream_ecg.postprocess import label_intervals, window_alarms  # noqa: E402
+from stream_ecg.morphology import p_wave_consistency  # noqa: E402
 from stream_ecg.quality import kurtosis_sqi  # noqa: E402
 from stream_ecg.rhythm import r_peaks  # noqa: E402
 import trainer.validation as validation  # noqa: E402
 
-STEPS = ("no S alarm", "no R peak", "not early", "regular gate", "kurtosis gate", "not marked", "marked")
+STEPS = ("no S alarm", "no R peak", "not early", "regular gate", "kurtosis gate", "p-wave gate", "not marked", "marked")
 
 card = load_card(Path(sys.argv[2] if len(sys.argv) > 2 else "edge_models/bedside-v9.2"))
 if len(sys.argv) > 3:
@@ -56,6 +56,8 @@ def recording(c, infer, x, probs, attention, **kw):
             "alarm": bool(alarm[i]), "peaks": peaks, "early": early,
             "regular": not (rule.regular > 0 and rr_irregularity(rel) > rule.regular),
             "kurtosis": not (rule.min_kurtosis > 0 and not kurtosis_sqi(x[i, 0]) >= rule.min_kurtosis),
+            "p_wave": not (rule.min_p_consistency > 0
+                           and p_wave_consistency(x[i, 0], c.fs, peaks) < rule.min_p_consistency),
             "marked": [(iv.start, iv.end) for iv in out[i] if iv.label == "S"]})
     return out
 
@@ -93,8 +95,10 @@ for o, wins in zip(outs, windows):
                             k = 4
                             if w["kurtosis"]:
                                 k = 5
-                                if any(s - tol <= r < e + tol for s, e in w["marked"]):
+                                if w["p_wave"]:
                                     k = 6
+                                    if any(s - tol <= r < e + tol for s, e in w["marked"]):
+                                        k = 7
             step = max(step, k)
         mine[STEPS[step]] += 1
     reached.update(mine)
