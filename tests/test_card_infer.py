@@ -271,8 +271,8 @@ def test_two_lead_model_is_served_by_lead_name_and_from_a_one_lead_stream(two_le
 
 def test_a_premature_interval_rule_states_its_limit_once(tiny_model_dir, tmp_path):
     from stream_ecg.intervals import IntervalRule
-    from trainer.ship import (CONFIRM_LIMITS, KURTOSIS_LIMITS, LEFT_EDGE_LIMITS, PREMATURE_LIMITS, REGULAR_LIMITS,
-                              REGULAR_STREAM_LIMITS, USUAL_LIMITS, recard, rule_limits)
+    from trainer.ship import (CONFIRM_LIMITS, KURTOSIS_LIMITS, LEFT_EDGE_LIMITS, P_WAVE_LIMITS, PAUSE_LIMITS,
+                              PREMATURE_LIMITS, REGULAR_LIMITS, REGULAR_STREAM_LIMITS, USUAL_LIMITS, recard, rule_limits)
 
     once = rule_limits("Limits.", IntervalRule(premature=0.1))
     assert once == "Limits." + PREMATURE_LIMITS and rule_limits(once, IntervalRule(premature=0.1)) == once
@@ -286,6 +286,9 @@ def test_a_premature_interval_rule_states_its_limit_once(tiny_model_dir, tmp_pat
     usual = IntervalRule(premature=0.1, premature_all=True, premature_usual=0.6)
     assert rule_limits("Limits.", usual) == "Limits." + PREMATURE_LIMITS + USUAL_LIMITS
     assert rule_limits(rule_limits("Limits.", usual), usual) == rule_limits("Limits.", usual)
+    p_wave = IntervalRule(premature=0.1, premature_pause=0.2, min_p_consistency=0.4)
+    assert rule_limits("Limits.", p_wave) == "Limits." + PREMATURE_LIMITS + PAUSE_LIMITS + P_WAVE_LIMITS
+    assert rule_limits(rule_limits("Limits.", p_wave), p_wave) == rule_limits("Limits.", p_wave)
     edged = rule_limits("Limits.", IntervalRule(left_edge=300, confirm=2))
     assert edged == "Limits." + LEFT_EDGE_LIMITS + CONFIRM_LIMITS and rule_limits(edged, IntervalRule(left_edge=300, confirm=2)) == edged
     with pytest.raises(CardError, match="premature"):  # the tiny model has no rr_prev channel to read

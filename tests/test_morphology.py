@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from stream_ecg.dsp import DspConfig, window_input
-from stream_ecg.morphology import beat_residual
+from stream_ecg.morphology import beat_residual, p_wave_consistency
 from stream_ecg.rhythm import r_peaks
 
 FS = 360.0
@@ -77,3 +77,24 @@ def test_card_counts_the_residual_channel():
     assert cfg.channels(2) == 5
     assert cfg.extra_channels == ("rr_prev", "rr_next", "residual")
     assert DspConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def _beats_with_p_waves(p_at: list[int] | None, n: int = 2000, rr: int = 400) -> np.ndarray:
+    """A first lead with an R spike every rr samples and, where `p_at` gives an offset before R per beat, a P bump."""
+    lead = np.zeros(n, np.float32)
+    for k, r in enumerate(range(200, n - 100, rr)):
+        lead[r - 3 : r + 4] = 10.0
+        if p_at is not None:
+            lead[r - p_at[k % len(p_at)] - 8 : r - p_at[k % len(p_at)] + 8] += np.hanning(16).astype(np.float32)
+    return lead
+
+
+def test_p_wave_consistency_tells_one_p_wave_from_none():
+    rng = np.random.default_rng(0)
+    peaks = np.arange(200, 1900, 400)
+    sinus = _beats_with_p_waves([55]) + 0.05 * rng.standard_normal(2000).astype(np.float32)
+    fib = _beats_with_p_waves(None) + 0.3 * rng.standard_normal(2000).astype(np.float32)  # no P wave: noise before R
+    assert p_wave_consistency(sinus, 360.0, peaks) > 0.9
+    assert p_wave_consistency(fib, 360.0, peaks) < 0.4
+    assert np.isnan(p_wave_consistency(sinus, 360.0, peaks[:2]))  # under 3 whole beats: cannot judge
+

@@ -616,28 +616,6 @@ def test_premature_pause_adds_a_slightly_early_beat_followed_by_its_pause():
         _premature_card({"premature_pause": 0.2})  # nothing to widen
 
 
-def _beats_with_p_waves(p_at: list[int] | None, n: int = 2000, rr: int = 400) -> np.ndarray:
-    """A first lead with an R spike every rr samples and, where `p_at` gives an offset before R per beat, a P bump."""
-    lead = np.zeros(n, np.float32)
-    for k, r in enumerate(range(200, n - 100, rr)):
-        lead[r - 3 : r + 4] = 10.0
-        if p_at is not None:
-            lead[r - p_at[k % len(p_at)] - 8 : r - p_at[k % len(p_at)] + 8] += np.hanning(16).astype(np.float32)
-    return lead
-
-
-def test_p_wave_consistency_tells_one_p_wave_from_none():
-    from stream_ecg.morphology import p_wave_consistency
-
-    rng = np.random.default_rng(0)
-    peaks = np.arange(200, 1900, 400)
-    sinus = _beats_with_p_waves([55]) + 0.05 * rng.standard_normal(2000).astype(np.float32)
-    fib = _beats_with_p_waves(None) + 0.3 * rng.standard_normal(2000).astype(np.float32)  # no P wave: noise before R
-    assert p_wave_consistency(sinus, 360.0, peaks) > 0.9
-    assert p_wave_consistency(fib, 360.0, peaks) < 0.4
-    assert np.isnan(p_wave_consistency(sinus, 360.0, peaks[:2]))  # under 3 whole beats: cannot judge
-
-
 def test_min_p_consistency_drops_s_marks_only_where_the_p_wave_is_lost():
     rng = np.random.default_rng(2)
     x = _premature_window()
