@@ -17,6 +17,13 @@ PRE_S, POST_S = 0.25, 0.45  # snippet around an R peak: the P wave before it, th
 MIN_BEATS = 3  # whole snippets needed for a median beat; fewer gives a zero channel
 
 
+def _whole_beats(peaks: np.ndarray, n: int, fs: float) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """(sorted peaks, those whose whole PRE_S/POST_S snippet lies in the n-sample window, pre, post in samples)."""
+    peaks = np.sort(np.asarray(peaks, dtype=np.int64).reshape(-1))
+    pre, post = int(round(PRE_S * fs)), int(round(POST_S * fs))
+    return peaks, peaks[(peaks >= pre) & (peaks + post <= n)], pre, post
+
+
 def beat_residual(lead: np.ndarray, fs: float, peaks: np.ndarray) -> np.ndarray:
     """(n,) float32: the lead minus the window's median beat, over each beat's span (zeros elsewhere).
 
@@ -26,9 +33,7 @@ def beat_residual(lead: np.ndarray, fs: float, peaks: np.ndarray) -> np.ndarray:
     x = np.asarray(lead, dtype=np.float32).reshape(-1)
     n = x.size
     out = np.zeros(n, dtype=np.float32)
-    peaks = np.sort(np.asarray(peaks, dtype=np.int64).reshape(-1))
-    pre, post = int(round(PRE_S * fs)), int(round(POST_S * fs))
-    whole = peaks[(peaks >= pre) & (peaks + post <= n)]
+    peaks, whole, pre, post = _whole_beats(peaks, n, fs)
     if whole.size < MIN_BEATS:
         return out
     template = np.median(x[whole[:, None] + np.arange(-pre, post)[None, :]], axis=0)
@@ -54,16 +59,14 @@ def p_wave_consistency(lead: np.ndarray, fs: float, peaks: np.ndarray) -> float:
     so with few beats even pure noise correlates with it (about 0.3-0.4 with five beats): levels mean little below
     that."""
     x = np.asarray(lead, dtype=np.float64).reshape(-1)
-    peaks = np.sort(np.asarray(peaks, dtype=np.int64).reshape(-1))
-    pre, post = int(round(PRE_S * fs)), int(round(POST_S * fs))
-    whole = peaks[(peaks >= pre) & (peaks + post <= x.size)]
+    whole = _whole_beats(peaks, x.size, fs)[1]
     if whole.size < MIN_BEATS:
         return float("nan")
     stretch = np.arange(-int(round(P_FROM_S * fs)), -int(round(P_TO_S * fs)))
     beats = x[whole[:, None] + stretch[None, :]]
     median = np.median(beats, axis=0)
     beats, median = beats - beats.mean(axis=1, keepdims=True), median - median.mean()
-    norms = np.linalg.norm(beats, axis=1) * np.linalg.norm(median)
     if not np.linalg.norm(median) > 0:
         return float("nan")
+    norms = np.linalg.norm(beats, axis=1) * np.linalg.norm(median)
     return float(np.mean(beats @ median / np.maximum(norms, 1e-12)))
