@@ -40,23 +40,28 @@ def features(names, centre: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.array(x), np.array(y), np.array(rec)
 
 
-report = {"context_samples": STREAM_CONTEXT, "centres": {}}
-for centre in ("median", "mean"):
-    x1, y1, _ = features(DS1, centre)
-    x2, y2, r2 = features(DS2, centre)
-    train = np.isin(y1, ["N", "S"])
-    lda = LinearDiscriminantAnalysis(priors=[0.5, 0.5]).fit(x1[train], y1[train] == "S")
-    rows = {}
-    for part, x, y, rec in (("DS1_in_sample", x1, y1, None), ("DS2", x2, y2, r2)):
-        called = lda.predict_proba(x)[:, 1] >= 0.5
-        s = y == "S"
-        row = {"S_beats": int(s.sum()), "se": float((called & s).sum() / s.sum()),
-               "ppv": float((called & s).sum() / max(called.sum(), 1)),
-               "ppv_among_N_and_S": float((called & s).sum() / max((called & np.isin(y, ["N", "S"])).sum(), 1))}
-        if rec is not None:
-            in232 = s & (rec == "232")
-            row["se_232"] = float((called & in232).sum() / in232.sum())
-            row["se_without_232"] = float((called & s & ~in232).sum() / (s & ~in232).sum())
-        rows[part] = row
-    report["centres"][centre] = rows
-print(json.dumps(report, indent=1))
+def main() -> None:
+    report = {"context_samples": STREAM_CONTEXT, "centres": {}}
+    for centre in ("median", "mean"):
+        x1, y1, _ = features(DS1, centre)
+        x2, y2, r2 = features(DS2, centre)
+        train = np.isin(y1, ["N", "S"])
+        lda = LinearDiscriminantAnalysis(priors=[0.5, 0.5]).fit(x1[train], y1[train] == "S")
+        rows = {}
+        for part, x, y, rec in (("DS1_in_sample", x1, y1, None), ("DS2", x2, y2, r2)):
+            called = lda.predict_proba(x)[:, 1] >= 0.5
+            s = y == "S"
+            row = {"S_beats": int(s.sum()), "se": float((called & s).sum() / s.sum()),
+                   "ppv": float((called & s).sum() / max(called.sum(), 1)),
+                   "ppv_among_N_and_S": float((called & s).sum() / max((called & np.isin(y, ["N", "S"])).sum(), 1))}
+            if rec is not None:
+                in232 = s & (rec == "232")
+                row["se_232"] = float((called & in232).sum() / in232.sum())
+                row["se_without_232"] = float((called & s & ~in232).sum() / (s & ~in232).sum())
+            rows[part] = row
+        report["centres"][centre] = rows
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -15,24 +15,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from stream_ecg.data.mitdb import DS1, load_beats  # noqa: E402
-from stream_ecg.rhythm import STREAM_CONTEXT, STREAM_REFERENCE_MIN_RR  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rr_lda_premise import features  # noqa: E402  (the same beats and RR features, against the stream's mean)
+from stream_ecg.data.mitdb import DS1  # noqa: E402
 
 PREMATURE = 0.2
-pre, ratio, aami, rec = [], [], [], []
-for name in DS1:
-    beats = load_beats(name)
-    s, cls = np.asarray(beats.samples, np.int64), np.asarray(beats.aami())
-    rr = np.diff(s).astype(float)
-    for k in range(1, len(s) - 1):
-        seen = rr[max(np.searchsorted(s, s[k] - STREAM_CONTEXT), 0) : k - 1]  # RRs ending before this beat's own
-        if len(seen) < STREAM_REFERENCE_MIN_RR:
-            continue
-        pre.append(rr[k - 1] / np.mean(seen))
-        ratio.append(rr[k - 1] / rr[k])
-        aami.append(cls[k])
-        rec.append(name)
-pre, ratio, aami, rec = map(np.asarray, (pre, ratio, aami, rec))
+x, aami, rec = features(DS1, "mean")
+pre, ratio = x[:, 0], x[:, 2]  # RR before over the 5-min mean; RR before over RR after
 
 
 def counts(early: np.ndarray) -> dict:
