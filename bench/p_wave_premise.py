@@ -4,7 +4,8 @@ model sees it (bedside-v9.5's lead contract, DSP and z-score; R peaks by its det
 `stream_ecg.morphology.p_wave_consistency` and `intervals.rr_irregularity` (the `regular` gate's measure), and
 splits the windows by the annotations: in atrial fibrillation or flutter (rhythm at the window's centre), not so but
 holding an S beat, and the rest. Reports the share of each below a few consistency levels, and per record for the
-windows the `regular` gate (0.05) lets through. DS1 only.
+windows the `regular` gate (0.05) lets through; also, for those windows, the mean of the measure over the card's leads
+(`interval_rule.p_wave_leads` "mean"; MLII and the chest lead). DS1 only.
 
 Usage: .venv/bin/python bench/p_wave_premise.py > docs/results/p_wave_premise.json
 """
@@ -34,20 +35,22 @@ for name in DS1:
     s, aami = np.asarray(beats.samples), np.asarray(beats.aami())
     rhythm_at, rhythm = load_rhythms(name)
     for start in range(0, sig.shape[1] - card.window + 1, HOP):
-        lead = normalise_window(sig[:1, start : start + card.window], card.dsp.norm_eps)[0]
+        leads = normalise_window(sig[:, start : start + card.window], card.dsp.norm_eps)
+        lead = leads[0]
         peaks = r_peaks(lead, card.fs, card.dsp.peak_detector)
         c = p_wave_consistency(lead, card.fs, peaks)
         if not np.isfinite(c):
             continue
+        both = float(np.nanmean([p_wave_consistency(x, card.fs, peaks) for x in leads]))  # as p_wave_leads "mean"
         lo, hi = np.searchsorted(s, [start, start + card.window])
         at = np.searchsorted(rhythm_at, start + card.window // 2, side="right") - 1
         fib = len(rhythm_at) > 0 and at >= 0 and str(rhythm[at]).startswith(FIBRILLATION)
         group = "fibrillation" if fib else "S beat" if (aami[lo:hi] == "S").any() else "rest"
-        rows.append((name, group, c, rr_irregularity(relative_rr(np.diff(peaks)))))
+        rows.append((name, group, c, rr_irregularity(relative_rr(np.diff(peaks))), both))
 
 
-def shares(sel: list) -> dict:
-    c = np.array([r[2] for r in sel])
+def shares(sel: list, at: int = 2) -> dict:
+    c = np.array([r[at] for r in sel])
     return {"windows": len(sel), **{f"below_{lv}": int((c < lv).sum()) for lv in LEVELS},
             "median": float(np.median(c)) if len(c) else None}
 
@@ -57,6 +60,7 @@ for group in ("fibrillation", "S beat", "rest"):
     mine = [r for r in rows if r[1] == group]
     report["all"][group] = shares(mine)
     report["regular_gate_open"][group] = shares([r for r in mine if r[3] <= 0.05])
+    report.setdefault("regular_gate_open_mean_of_leads", {})[group] = shares([r for r in mine if r[3] <= 0.05], at=4)
     if group != "rest":
         for name in sorted({r[0] for r in mine}):
             report["by_record_regular_gate_open"][name][group] = shares([r for r in mine if r[0] == name and r[3] <= 0.05])

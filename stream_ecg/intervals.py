@@ -17,6 +17,7 @@ from .rhythm import STREAM_CENTRES, rereferenced, stream_relative
 
 DISTINCT_HALF = 36  # samples either side of the R peak over which `distinct` reads the residual: 100 ms, the QRS
 DISTINCT_EARLY = 0.1  # with `distinct_early`, a beat at least this share early keeps its V interval whatever its shape
+P_WAVE_LEADS = ("first", "mean")  # IntervalRule.p_wave_leads
 IRREGULAR_EARLY = 0.1  # `rr_irregularity` leaves out the RRs of beats at least this share early, and the RR after each
 
 
@@ -84,6 +85,7 @@ class IntervalRule:
     # min_p_consistency; a window it cannot judge (under 3 whole beats) keeps them. Atrial fibrillation has no P
     # wave and irregular RRs the timing tests read as early beats. 0: off.
     min_p_consistency: float = 0.0
+    p_wave_leads: str = "first"  # which leads min_p_consistency reads: "first", or "mean" of every lead's (NaN ones left out)
     # an interval is published once this many windows have lit it (postprocess.IntervalMerger): successive windows
     # overlap, so a beat is seen about window / hop times, and a lone window's call is the likeliest to be wrong.
     # Costs up to confirm - 1 hops of alarm latency. 1: the first window that lights it publishes it.
@@ -110,8 +112,9 @@ class IntervalRule:
             raise ValueError(f"left_edge={self.left_edge} must be >= 0")
         if self.confirm < 1:
             raise ValueError(f"confirm={self.confirm} must be >= 1")
-        if not 0.0 <= self.min_p_consistency < 1.0:
-            raise ValueError(f"min_p_consistency={self.min_p_consistency} must lie in [0, 1)")
+        if not 0.0 <= self.min_p_consistency < 1.0 or self.p_wave_leads not in P_WAVE_LEADS:
+            raise ValueError(f"min_p_consistency={self.min_p_consistency} must lie in [0, 1) and p_wave_leads "
+                             f"{self.p_wave_leads!r} be one of {P_WAVE_LEADS}")
         if self.min_kurtosis < 0.0:
             raise ValueError(f"min_kurtosis={self.min_kurtosis} must be >= 0")
         if self.regular_stream < 0.0 or self.regular_context < 1:

@@ -160,7 +160,7 @@ def label_intervals(
     if rule.min_p_consistency > 0 and PREMATURE_CLASS in card.abnormal:
         for i in range(len(out)):
             if any(iv.label == PREMATURE_CLASS for iv in out[i]):
-                if p_wave_consistency(x[i, 0], card.fs, peaks_of(i)) < rule.min_p_consistency:  # NaN: cannot judge, kept
+                if _p_consistency(card, x[i], peaks_of(i)) < rule.min_p_consistency:  # NaN: cannot judge, kept
                     out[i] = [iv for iv in out[i] if iv.label != PREMATURE_CLASS]
     if card.interval_rule.distinct > 0 and DISTINCT_CLASS in card.abnormal:
         for i in range(len(out)):
@@ -215,6 +215,16 @@ def stream_rr_reference(card: ModelCard, x: np.ndarray, starts: np.ndarray, memo
     if memory is None or spec is None:
         return None
     return stream_references(np.asarray(x)[:, 0], starts, card.fs, card.dsp.peak_detector, memory, spec[1], peaks)
+
+
+def _p_consistency(card: ModelCard, x: np.ndarray, peaks: np.ndarray) -> float:
+    """One window's `p_wave_consistency`, on its first lead or (interval_rule.p_wave_leads "mean") averaged over its
+    leads, those it cannot judge left out; NaN when none can be judged."""
+    if card.interval_rule.p_wave_leads == "first":
+        return p_wave_consistency(x[0], card.fs, peaks)
+    each = [p_wave_consistency(lead, card.fs, peaks) for lead in x[: len(card.leads.leads)]]
+    judged = [c for c in each if np.isfinite(c)]
+    return float(np.mean(judged)) if judged else float("nan")
 
 
 def _shape_split(card: ModelCard, x: np.ndarray, peaks: np.ndarray, attention: np.ndarray, s: int, e: int, label: int,

@@ -629,3 +629,35 @@ def test_min_p_consistency_drops_s_marks_only_where_the_p_wave_is_lost():
     assert label_intervals(card, None, x, probs, att)[0] == []
     ungated = _premature_card({"premature": 0.1, "premature_all": True})
     assert [iv.label for iv in label_intervals(ungated, None, x, probs, att)[0]] == ["S", "S"]  # the gate dropped them
+
+
+def test_p_wave_leads_mean_reads_every_lead_it_can_judge():
+    from stream_ecg.card import ModelCard
+    from stream_ecg.dsp import DspConfig
+    from stream_ecg.intervals import IntervalRule
+    from stream_ecg.morphology import p_wave_consistency
+    from stream_ecg.postprocess import _p_consistency
+
+    def card(leads: str):
+        return ModelCard.from_dict({
+            "name": "t", "version": "0", "fs": 360.0, "leads": ["MLII", "V1"],
+            "lead_aliases": {"MLII": ["MLII"], "V1": ["V1"]}, "window": 2000, "hop": 360,
+            "classes": ["normal", "S", "V"], "abnormal": ["S", "V"], "thresholds": {"S": 0.5, "V": 0.5},
+            "dsp": DspConfig(rhythm=True).to_dict(), "files": {},
+            "interval_rule": IntervalRule(min_p_consistency=0.5, p_wave_leads=leads).to_dict()})
+
+    rng = np.random.default_rng(2)
+    x = np.zeros((4, 2000), np.float32)
+    x[0] = _premature_window()[0, 0] + 0.02 * rng.standard_normal(2000).astype(np.float32)  # no P wave on MLII
+    peaks = np.array([100, 500, 800, 1200, 1600, 1900])
+    for r in peaks:  # one clear P wave 150 ms before each R on V1
+        x[1, r - 5 : r + 6] = np.hanning(11)
+        x[1, r - 62 : r - 46] += 0.3 * np.hanning(16).astype(np.float32)
+    first, chest = p_wave_consistency(x[0], 360.0, peaks), p_wave_consistency(x[1], 360.0, peaks)
+    assert first < 0.5 < chest
+    assert _p_consistency(card("first"), x, peaks) == pytest.approx(first)
+    assert _p_consistency(card("mean"), x, peaks) == pytest.approx((first + chest) / 2)
+    x[1] = 0.0  # a flat lead cannot be judged: the mean is the other lead's
+    assert _p_consistency(card("mean"), x, peaks) == pytest.approx(first)
+    with pytest.raises(ValueError, match="p_wave_leads"):
+        IntervalRule(p_wave_leads="max")
