@@ -22,7 +22,7 @@ from .card import ModelCard
 from .fusion import call_infer
 from .intervals import (attention_to_intervals, distinct_beats, lit_beat, onto_premature, premature_beats,
                         rr_irregularity, snap_to_beats, usual_shaped)
-from .morphology import p_wave_consistency
+from .morphology import p_wave_consistencies, p_wave_consistency
 from .quality import kurtosis_sqi
 from .rhythm import RecentRhythm, r_peaks, stream_measures, stream_references
 
@@ -222,9 +222,9 @@ def _p_consistency(card: ModelCard, x: np.ndarray, peaks: np.ndarray) -> float:
     leads, those it cannot judge left out; NaN when none can be judged."""
     if card.interval_rule.p_wave_leads == "first":
         return p_wave_consistency(x[0], card.fs, peaks)
-    each = [p_wave_consistency(lead, card.fs, peaks) for lead in x[: len(card.leads.leads)]]
-    judged = [c for c in each if np.isfinite(c)]
-    return float(np.mean(judged)) if judged else float("nan")
+    each = p_wave_consistencies(x[: len(card.leads.leads)], card.fs, peaks)
+    judged = each[np.isfinite(each)]
+    return float(np.mean(judged)) if judged.size else float("nan")
 
 
 def _shape_split(card: ModelCard, x: np.ndarray, peaks: np.ndarray, attention: np.ndarray, s: int, e: int, label: int,

@@ -98,3 +98,18 @@ def test_p_wave_consistency_tells_one_p_wave_from_none():
     assert p_wave_consistency(fib, 360.0, peaks) < 0.4
     assert np.isnan(p_wave_consistency(sinus, 360.0, peaks[:2]))  # under 3 whole beats: cannot judge
 
+
+
+def test_p_wave_consistencies_is_each_lead_in_one_pass():
+    from stream_ecg.morphology import p_wave_consistencies
+
+    rng = np.random.default_rng(3)
+    peaks = np.arange(200, 1900, 400)
+    leads = np.stack([_beats_with_p_waves([55]), _beats_with_p_waves(None)]) + 0.1 * rng.standard_normal((2, 2000))
+    each = [p_wave_consistency(lead, 360.0, peaks) for lead in leads]
+    np.testing.assert_allclose(p_wave_consistencies(leads, 360.0, peaks), each, rtol=1e-12)
+    assert np.isnan(p_wave_consistencies(leads, 360.0, peaks[:2])).all()
+    flat = leads.copy()
+    flat[1] = 0.0
+    got = p_wave_consistencies(flat, 360.0, peaks)
+    assert np.isfinite(got[0]) and np.isnan(got[1])  # a flat lead cannot be judged; the other still is
