@@ -22,7 +22,7 @@ from .card import ModelCard
 from .fusion import call_infer
 from .intervals import (attention_to_intervals, distinct_beats, lit_beat, onto_premature, premature_beats,
                         rr_irregularity, snap_to_beats, usual_shaped)
-from .morphology import p_wave_consistencies, p_wave_consistency
+from .morphology import p_wave_consistencies
 from .quality import kurtosis_sqi
 from .rhythm import RecentRhythm, r_peaks, stream_measures, stream_references
 
@@ -144,24 +144,18 @@ def label_intervals(
         for i in np.flatnonzero(window_alarm[:, c]):
             ref = None if rr_reference is None else float(rr_reference[i])
             out[i] = _premature(card, x[i], peaks_of(int(i)), float(probs[i, idx[c]]), attention[i], out[i], ref)
-    if card.interval_rule.regular > 0 and PREMATURE_CLASS in card.abnormal:
+    if PREMATURE_CLASS in card.abnormal:  # the S gates: each drops a window's S intervals when its test fails
         rr_at = len(card.leads.leads)  # validated: the rr_prev channel follows the leads
-        for i in range(len(out)):
-            if any(iv.label == PREMATURE_CLASS for iv in out[i]):
-                if rr_irregularity(x[i, rr_at][peaks_of(i)]) > card.interval_rule.regular:  # r_peaks lie inside the window
-                    out[i] = [iv for iv in out[i] if iv.label != PREMATURE_CLASS]
-    if rule.regular_stream > 0 and PREMATURE_CLASS in card.abnormal:
-        for i in np.flatnonzero(np.asarray(irregular) > rule.regular_stream):
-            out[i] = [iv for iv in out[i] if iv.label != PREMATURE_CLASS]
-    if rule.min_kurtosis > 0 and PREMATURE_CLASS in card.abnormal:
-        for i in range(len(out)):
-            if any(iv.label == PREMATURE_CLASS for iv in out[i]) and not kurtosis_sqi(x[i, 0]) >= rule.min_kurtosis:
-                out[i] = [iv for iv in out[i] if iv.label != PREMATURE_CLASS]  # NaN (a flat lead) fails too
-    if rule.min_p_consistency > 0 and PREMATURE_CLASS in card.abnormal:
-        for i in range(len(out)):
-            if any(iv.label == PREMATURE_CLASS for iv in out[i]):
-                if _p_consistency(card, x[i], peaks_of(i)) < rule.min_p_consistency:  # NaN: cannot judge, kept
-                    out[i] = [iv for iv in out[i] if iv.label != PREMATURE_CLASS]
+        gates = [(card.interval_rule.regular > 0,  # r_peaks lie inside the window
+                  lambda i: not rr_irregularity(x[i, rr_at][peaks_of(i)]) > card.interval_rule.regular),
+                 (rule.regular_stream > 0, lambda i: not irregular[i] > rule.regular_stream),
+                 (rule.min_kurtosis > 0, lambda i: kurtosis_sqi(x[i, 0]) >= rule.min_kurtosis),  # NaN (a flat lead) fails
+                 (rule.min_p_consistency > 0,  # NaN: cannot judge, kept
+                  lambda i: not _p_consistency(card, x[i], peaks_of(i)) < rule.min_p_consistency)]
+        for on, passes in gates:
+            for i, ivs in enumerate(out if on else []):
+                if any(iv.label == PREMATURE_CLASS for iv in ivs) and not passes(i):
+                    out[i] = [iv for iv in ivs if iv.label != PREMATURE_CLASS]
     if card.interval_rule.distinct > 0 and DISTINCT_CLASS in card.abnormal:
         for i in range(len(out)):
             if any(iv.label == DISTINCT_CLASS for iv in out[i]):
@@ -220,9 +214,8 @@ def stream_rr_reference(card: ModelCard, x: np.ndarray, starts: np.ndarray, memo
 def _p_consistency(card: ModelCard, x: np.ndarray, peaks: np.ndarray) -> float:
     """One window's `p_wave_consistency`, on its first lead or (interval_rule.p_wave_leads "mean") averaged over its
     leads, those it cannot judge left out; NaN when none can be judged."""
-    if card.interval_rule.p_wave_leads == "first":
-        return p_wave_consistency(x[0], card.fs, peaks)
-    each = p_wave_consistencies(x[: len(card.leads.leads)], card.fs, peaks)
+    each = p_wave_consistencies(x[: 1 if card.interval_rule.p_wave_leads == "first" else len(card.leads.leads)],
+                                card.fs, peaks)
     judged = each[np.isfinite(each)]
     return float(np.mean(judged)) if judged.size else float("nan")
 
