@@ -22,6 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import stream_ecg.offline as offline  # noqa: E402
+import stream_ecg.postprocess as postprocess  # noqa: E402
 from stream_ecg.card import load_card  # noqa: E402
 from stream_ecg.evaluation import EC57_TOL_S  # noqa: E402
 from stream_ecg.intervals import premature_beats, rr_irregularity  # noqa: E402
@@ -37,6 +38,8 @@ card = load_card(Path(sys.argv[2] if len(sys.argv) > 2 else "edge_models/bedside
 if len(sys.argv) > 3:
     card = dataclasses.replace(card, prematurity_reference=sys.argv[3])
     card.validate()
+if card.class_rules:  # label_windows would call the recorder once per class rule, on the same windows
+    sys.exit(f"{card.name} has class_rules; this script reads cards with one rule")
 rule, s_col = card.interval_rule, card.abnormal.index("S")
 rr_at, tol = len(card.leads.leads), int(round(EC57_TOL_S * card.fs))
 windows: list[list[dict]] = []  # per record (run_record is called once per record, in order), its windows in order
@@ -70,7 +73,7 @@ def run_record(model, rec, *a, **kw):
     return real_run_record(model, rec, *a, **kw)
 
 
-offline.label_intervals = recording
+postprocess.label_intervals = recording  # label_windows, which run_record calls, calls it by this name
 validation.run_record = run_record  # held_out_outputs calls it by this name
 outs = validation.held_out_outputs(Path(sys.argv[1]), card)
 

@@ -20,6 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import stream_ecg.offline as offline  # noqa: E402
+import stream_ecg.postprocess as postprocess  # noqa: E402
 from stream_ecg.card import load_card  # noqa: E402
 from stream_ecg.evaluation import EC57_TOL_S  # noqa: E402
 from stream_ecg.intervals import IntervalRule, qrs_residual  # noqa: E402
@@ -35,6 +36,8 @@ if len(sys.argv) > 4:
     card = dataclasses.replace(card, interval_rule=IntervalRule.from_dict({**card.interval_rule.to_dict(),
                                                                            **json.loads(sys.argv[4])}))
 card.validate()
+if card.class_rules:  # label_windows would call the recorder once per class rule, on the same windows
+    sys.exit(f"{card.name} has class_rules; this script reads cards with one rule")
 tol = int(round(EC57_TOL_S * card.fs))
 marks: list[list[tuple[int, int, float]]] = []  # per record: (window index, centre in the window, residual RMS)
 offsets: list[int] = []  # per record: windows labelled so far (run_record labels a record's windows in batches)
@@ -62,7 +65,7 @@ def run_record(model, rec, *a, **kw):
     return real_run_record(model, rec, *a, **kw)
 
 
-offline.label_intervals = recording
+postprocess.label_intervals = recording  # label_windows, which run_record calls, calls it by this name
 validation.run_record = run_record  # held_out_outputs calls it by this name
 outs = validation.held_out_outputs(Path(sys.argv[1]), card)
 

@@ -17,9 +17,9 @@ from typing import Callable
 import numpy as np
 
 from .buffer import ReadyWindow
-from .fusion import infer_windows
+from .fusion import infer_windows_raw
 from .infer import InferenceModel
-from .postprocess import LabelledInterval, label_intervals
+from .postprocess import LabelledInterval, label_windows
 
 __all__ = ["Inferred", "MicroBatcher"]
 
@@ -166,10 +166,9 @@ class MicroBatcher:
         irregular, rr_reference = (_per_window([getattr(j.window, k) for j in jobs]) for k in ("irregularity", "rr_reference"))
         peaks = None if any(j.window.peaks is None for j in jobs) else [j.window.peaks for j in jobs]  # found at ingest
         t0 = time.perf_counter()
-        probs, attention = infer_windows(self.model, x, rr_reference, peaks)
+        raw, probs, attention = infer_windows_raw(self.model, x, rr_reference, peaks)
         t1 = time.perf_counter()
-        intervals = label_intervals(self.model.card, self.model.infer, x, probs, attention, irregular=irregular,
-                                    rr_reference=rr_reference, peaks=peaks)
+        intervals = label_windows(self.model.card, self.model, x, raw, probs, attention, irregular, rr_reference, peaks)
         t2 = time.perf_counter()
         inferred = time.time()
         return [

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .dsp import DspConfig
@@ -18,6 +18,8 @@ from .rhythm import PREMATURITY_REFERENCES, STREAM_CENTRES, STREAM_CONTEXT
 
 CARD_FILE = "card.json"
 DEFAULT_FILE = "DEFAULT"
+# what a card's class_rules may set for one class: the settings its intervals are labelled under (ModelCard.for_class)
+CLASS_RULE_KEYS = ("interval_rule", "prematurity_reference", "prematurity_context", "prematurity_centre")
 
 
 class CardError(ValueError):
@@ -81,6 +83,11 @@ class ModelCard:
     prematurity_reference: str = "median"
     prematurity_context: int = STREAM_CONTEXT  # samples; read only with prematurity_reference "stream"
     prematurity_centre: str = "median"  # read only with prematurity_reference "stream"
+    # class -> {CLASS_RULE_KEYS: value}: that class's intervals are labelled under the card with these settings
+    # (for_class; postprocess.label_windows), the other classes' under the card's own. The network runs once; the
+    # fusion is re-applied to its raw outputs. Why: one class's best rule can cost another class, as bedside-v9.8's
+    # S settings cost V (docs/results_notes.md).
+    class_rules: dict[str, dict] = field(default_factory=dict)
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -110,12 +117,36 @@ class ModelCard:
                 prematurity_reference=str(d.get("prematurity_reference", "median")),
                 prematurity_context=int(d.get("prematurity_context", STREAM_CONTEXT)),
                 prematurity_centre=str(d.get("prematurity_centre", "median")),
+                class_rules={str(k): dict(v) for k, v in d.get("class_rules", {}).items()},
                 raw=d,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CardError(f"malformed model card: {type(exc).__name__}: {exc}") from exc
         card.validate()
         return card
+
+    @property
+    def stream_reference(self) -> tuple[int, str] | None:
+        """(span in samples, centre) of the stream RR reference the card reads, or None: its prematurity_reference
+        "stream" (fusion and premature rule alike), else interval_rule.premature_context (the premature rule alone)."""
+        rule = self.interval_rule
+        if self.prematurity_reference == "stream":
+            return self.prematurity_context, self.prematurity_centre
+        return (rule.premature_context, rule.premature_centre) if rule.premature_context > 0 and rule.premature > 0 else None
+
+    def for_class(self, label: str) -> "ModelCard":
+        """The card `label`'s intervals are labelled under: with its class_rules entry applied, else the card itself."""
+        over = self.class_rules.get(label)
+        if over is None:
+            return self
+        unknown = set(over) - set(CLASS_RULE_KEYS)
+        if unknown:
+            raise CardError(f"class_rules[{label!r}] sets {sorted(unknown)}; only {list(CLASS_RULE_KEYS)} may be set per class")
+        try:
+            fields = {k: (IntervalRule.from_dict(v) if k == "interval_rule" else v) for k, v in over.items()}
+            return replace(self, **fields, class_rules={})
+        except (TypeError, ValueError) as exc:
+            raise CardError(f"class_rules[{label!r}]: {type(exc).__name__}: {exc}") from exc
 
     @property
     def channels(self) -> int:
@@ -160,12 +191,32 @@ class ModelCard:
         if self.interval_rule.shape_split and not (self.interval_rule.premature_all and self.interval_rule.premature_usual > 0
                                                    and {"S", "V"} <= set(self.abnormal)):
             raise CardError("interval_rule.shape_split needs premature_all, premature_usual > 0 and abnormal classes S and V")
+        self._validate_class_rules()
         channels = self.channels
         if self.model_config and self.model_config.get("in_leads", channels) != channels:
             raise CardError(
                 f"model_config.in_leads={self.model_config['in_leads']} but the card's leads and dsp (rhythm, beat_residual) "
                 f"make {channels} input channels"
             )
+
+    def _validate_class_rules(self) -> None:
+        """Each class rule must make a valid card that needs no per-stream state but the card's own (the buffer keeps
+        one stream's RR memories by the card's settings) and merges as the card does."""
+        for label in self.class_rules:
+            if label not in self.abnormal:
+                raise CardError(f"class_rules names {label!r}, not one of the abnormal classes {list(self.abnormal)}")
+            part = self.for_class(label)
+            if part.stream_reference not in (None, self.stream_reference):
+                raise CardError(f"class_rules[{label!r}] reads the stream RR reference {part.stream_reference}, the card "
+                                f"{self.stream_reference}: one stream keeps one")
+            own, theirs = self.interval_rule, part.interval_rule
+            if theirs.regular_stream > 0 and (own.regular_stream <= 0 or own.regular_context != theirs.regular_context):
+                raise CardError(f"class_rules[{label!r}] reads the stream's irregularity over {theirs.regular_context} "
+                                "samples, which the card's own rule does not keep")
+            if theirs.confirm != own.confirm:
+                raise CardError(f"class_rules[{label!r}] confirms after {theirs.confirm} windows, the card after "
+                                f"{own.confirm}: one merger serves every class")
+            part.validate()
 
 
 def load_card(model_dir: Path | str, verify_files: bool = True) -> ModelCard:

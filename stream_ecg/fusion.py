@@ -105,6 +105,18 @@ def infer_windows(model, x: np.ndarray, rr_reference: np.ndarray | None = None,
     return call_infer(model.infer, model.card, x, rr_reference, peaks)
 
 
+def infer_windows_raw(model, x: np.ndarray, rr_reference: np.ndarray | None = None,
+                      peaks: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(raw, probs, attention): `infer_windows`, with the network's probabilities before the fusion too, from one
+    network call; what a card's class_rules fuse anew (`postprocess.label_windows`)."""
+    if not isinstance(model, FusedModel):
+        probs, attention = infer_windows(model, x, rr_reference, peaks)
+        return probs, probs, attention
+    raw, attention = model.inner.infer(x)
+    fused = fuse(model.card, x, raw, rr_reference, peaks) if stream_fused(model.card) else fuse(model.card, x, raw)
+    return raw, fused, attention
+
+
 def call_infer(infer, card: ModelCard, x: np.ndarray, rr_reference: np.ndarray | None = None,
                peaks: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """`infer(x)`, or `infer(x, rr_reference[, peaks])` when the card's fusion reads the stream RR reference: the one

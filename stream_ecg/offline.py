@@ -11,9 +11,9 @@ import numpy as np
 from .data.mitdb import Record
 from .card import LeadContract
 from .dsp import DspConfig, preprocess, window_input_with_peaks
-from .fusion import infer_windows
+from .fusion import infer_windows_raw
 from .infer import InferenceModel
-from .postprocess import (IntervalMerger, LabelledInterval, label_intervals, new_recent, new_reference,
+from .postprocess import (IntervalMerger, LabelledInterval, label_windows, new_recent, new_reference,
                           stream_irregularity, stream_rr_reference)
 
 
@@ -55,10 +55,9 @@ def run_record(model: InferenceModel, rec: Record, batch: int = 64) -> RecordOut
         x, peaks = window_input_with_peaks(np.stack([sig[:, a : a + card.window] for a in s]), card.dsp, s, history)
         irregular = stream_irregularity(card, x, s, recent, peaks)
         rr_ref = stream_rr_reference(card, x, s, reference, peaks)
-        p, att = infer_windows(model, x, rr_ref, peaks)
+        raw, p, att = infer_windows_raw(model, x, rr_ref, peaks)
         probs.append(p)
-        for start, ivs in zip(s, label_intervals(card, model.infer, x, p, att, irregular=irregular, rr_reference=rr_ref,
-                                                 peaks=peaks)):
+        for start, ivs in zip(s, label_windows(card, model, x, raw, p, att, irregular, rr_ref, peaks)):
             new = merger.add([iv.shift(int(start)) for iv in ivs])
             published.extend(new)
             first_seen.extend([int(start)] * len(new))

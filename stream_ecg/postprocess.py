@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from .card import ModelCard
-from .fusion import call_infer
+from .fusion import FusedModel, call_infer, fuse, stream_fused
 from .intervals import (attention_to_intervals, distinct_beats, lit_beat, onto_premature, premature_beats,
                         rr_irregularity, snap_to_beats, usual_shaped)
 from .morphology import p_wave_consistencies
@@ -69,6 +69,7 @@ def label_intervals(
     irregular: np.ndarray | None = None,
     rr_reference: np.ndarray | None = None,
     peaks: list[np.ndarray] | None = None,
+    classes: tuple[str, ...] | None = None,
 ) -> list[list[LabelledInterval]]:
     """Labelled intervals per window (window-relative) for the windows whose class probability alarms.
 
@@ -84,8 +85,11 @@ def label_intervals(
     `rr_reference`: each window's `stream_rr_reference`, needed when the card reads a stream RR reference (its rule's
     `premature_context`, or its `prematurity_reference` "stream", whose fused `infer` then also takes it).
     `peaks`: each window's R peaks on its first lead when already found (`dsp.window_input_with_peaks`).
+    `classes`: return only these classes' intervals (default: every abnormal class), skipping the steps that judge
+    only the others; every alarm still takes part in the occlusion, so what is returned does not depend on it.
     """
     rule = card.interval_rule
+    wanted = set(card.abnormal if classes is None else classes)
     if rule.regular_stream > 0 and PREMATURE_CLASS in card.abnormal and (irregular is None or len(irregular) != len(x)):
         raise ValueError("interval_rule.regular_stream needs each window's stream irregularity (stream_irregularity)")
     if stream_reference_of(card) is not None and (rr_reference is None or len(rr_reference) != len(x)):
@@ -139,12 +143,12 @@ def label_intervals(
             if not keep:  # the window's class does not rest on this candidate
                 continue
             out[i].append(LabelledInterval(s, e, card.abnormal[c], float(probs[i, idx[c]] * peak)))
-    if card.interval_rule.premature > 0 and PREMATURE_CLASS in card.abnormal:
+    if card.interval_rule.premature > 0 and PREMATURE_CLASS in wanted:
         c = card.abnormal.index(PREMATURE_CLASS)
         for i in np.flatnonzero(window_alarm[:, c]):
             ref = None if rr_reference is None else float(rr_reference[i])
             out[i] = _premature(card, x[i], peaks_of(int(i)), float(probs[i, idx[c]]), attention[i], out[i], ref)
-    if PREMATURE_CLASS in card.abnormal:  # the S gates: each drops a window's S intervals when its test fails
+    if PREMATURE_CLASS in wanted:  # the S gates: each drops a window's S intervals when its test fails
         rr_at = len(card.leads.leads)  # validated: the rr_prev channel follows the leads
         gates = [(card.interval_rule.regular > 0,  # r_peaks lie inside the window
                   lambda i: not rr_irregularity(x[i, rr_at][peaks_of(i)]) > card.interval_rule.regular),
@@ -156,12 +160,41 @@ def label_intervals(
             for i, ivs in enumerate(out if on else []):
                 if any(iv.label == PREMATURE_CLASS for iv in ivs) and not passes(i):
                     out[i] = [iv for iv in ivs if iv.label != PREMATURE_CLASS]
-    if card.interval_rule.distinct > 0 and DISTINCT_CLASS in card.abnormal:
+    if card.interval_rule.distinct > 0 and DISTINCT_CLASS in wanted:
         for i in range(len(out)):
             if any(iv.label == DISTINCT_CLASS for iv in out[i]):
                 out[i] = _distinct(card, x[i], peaks_of(i), attention[i], out[i])
     if rule.left_edge > 0:
         out = [[iv for iv in ivs if iv.start + iv.end >= 2 * rule.left_edge] for ivs in out]  # centre >= left_edge
+    out = [[iv for iv in ivs if iv.label in wanted] for ivs in out]
+    for ivs in out:
+        ivs.sort(key=lambda iv: iv.start)
+    return out
+
+
+def label_windows(card: ModelCard, model, x: np.ndarray, raw: np.ndarray, probs: np.ndarray, attention: np.ndarray,
+                  irregular: np.ndarray | None = None, rr_reference: np.ndarray | None = None,
+                  peaks: list[np.ndarray] | None = None) -> list[list[LabelledInterval]]:
+    """`label_intervals` for a served model (`infer.load_model`): each class of the card's `class_rules` labelled under
+    its own settings (`ModelCard.for_class`), on its own fusion of the network's `raw` probabilities and with re-runs
+    fused so, the other classes under the card itself (`probs`: the card's fused probabilities). The one call the
+    live batcher and the offline path share. Without class_rules it is `label_intervals` on the card."""
+    kw = dict(irregular=irregular, rr_reference=rr_reference, peaks=peaks)
+    own = tuple(c for c in card.abnormal if c not in card.class_rules)
+    out = label_intervals(card, model.infer, x, probs, attention, classes=own, **kw) if own else [[] for _ in x]
+    if not card.class_rules:
+        return out
+    raw_infer = model.inner.infer if isinstance(model, FusedModel) else model.infer
+    for label in card.class_rules:
+        part = card.for_class(label)
+
+        def part_infer(xs, rr=None, pk=None, part=part):  # the network's raw outputs, fused as this class's settings say
+            p, a = raw_infer(xs)
+            return fuse(part, xs, p, rr, pk), a
+
+        part_probs = fuse(part, x, raw, rr_reference if stream_fused(part) else None, peaks)
+        for ivs, more in zip(out, label_intervals(part, part_infer, x, part_probs, attention, classes=(label,), **kw)):
+            ivs.extend(more)
     for ivs in out:
         ivs.sort(key=lambda iv: iv.start)
     return out
@@ -186,12 +219,8 @@ def stream_irregularity(card: ModelCard, x: np.ndarray, starts: np.ndarray, rece
 
 
 def stream_reference_of(card: ModelCard) -> tuple[int, str] | None:
-    """(span in samples, centre) of the stream RR reference the card reads, or None: the card's prematurity_reference
-    "stream" (fusion and premature rule alike), else interval_rule.premature_context (the premature rule alone)."""
-    rule = card.interval_rule
-    if card.prematurity_reference == "stream":
-        return card.prematurity_context, card.prematurity_centre
-    return (rule.premature_context, rule.premature_centre) if rule.premature_context > 0 and rule.premature > 0 else None
+    """(span in samples, centre) of the stream RR reference the card reads, or None (`ModelCard.stream_reference`)."""
+    return card.stream_reference
 
 
 def new_reference(card: ModelCard) -> RecentRhythm | None:

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from stream_ecg.card import CardError, LeadContract, default_model_dir, load_card
+from stream_ecg.card import CardError, LeadContract, ModelCard, default_model_dir, load_card
 from stream_ecg.data import excerpt_dir, load_record
 from stream_ecg.dsp import DspConfig, preprocess, window_input
 from stream_ecg.infer import ONNX_FILE, BackendUnavailable, OnnxModel, cuda_problem, load_model, tensorrt_problem
@@ -351,3 +351,42 @@ def test_unpack_rebuilds_the_shipped_members_as_a_cross_fitted_run(tmp_path):
     card = ModelCard.from_dict({**card_from_run(ckpt, "run", "0", ""), "files": {}})
     assert card.thresholds == raw["thresholds"] and card.interval_rule == IntervalRule.from_dict(raw["interval_rule"])
     assert card.rhythm_fusion == raw.get("rhythm_fusion", {})
+
+
+def test_class_rules_label_each_class_under_its_own_card(tmp_path):
+    """A card whose V intervals come from the default's rule publishes bedside-v9.8's S intervals and probabilities and
+    the default's V intervals, from one network call per batch (the bundled excerpts: in 232 the two cards' S marks
+    differ, in 208 their V marks)."""
+    from stream_ecg.offline import run_record
+    from trainer.ship import recard
+
+    s_card, v_card = default_model_dir().parent / "bedside-v9.8", default_model_dir().parent / "bedside-v9.7"
+    card = recard(s_card, tmp_path / "both", "both", "0", "", {}, evaluate=False, class_rules_from={"V": v_card})
+    assert card["class_rules_from"] == {"V": {"name": "bedside-v9.7", "version": "9.7.0"}}
+    both, s_model, v_model = load_model(tmp_path / "both"), load_model(s_card), load_model(v_card)
+    marks = lambda out, c: [(iv.start, iv.end, round(iv.score, 6)) for iv in out.intervals if iv.label == c]
+    for name, differ in (("232", "S"), ("208", "V")):
+        rec = load_record(name, excerpt_dir())
+        out, s_out, v_out = run_record(both, rec), run_record(s_model, rec), run_record(v_model, rec)
+        assert marks(s_out, differ) != marks(v_out, differ)  # the record tells the two rules apart
+        assert marks(out, "S") == marks(s_out, "S") and marks(out, "V") == marks(v_out, "V")
+        np.testing.assert_array_equal(out.probs, s_out.probs)
+
+
+def test_class_rules_are_refused_when_the_card_cannot_serve_them(fused_model_dir, tmp_path, tiny_model_dir):
+    from trainer.ship import recard
+
+    d = json.loads((fused_model_dir / "card.json").read_text())
+    rule = d["interval_rule"]
+    for bad, why in (({"N": {"interval_rule": rule}}, "abnormal"),
+                     ({"S": {"thresholds": {"S": 0.5}}}, "only"),
+                     ({"S": {"prematurity_reference": "stream"}}, "stream RR reference"),
+                     ({"S": {"interval_rule": {**rule, "confirm": 2}}}, "one merger"),
+                     ({"S": {"interval_rule": {**rule, "regular_stream": 0.1}}}, "irregularity")):
+        with pytest.raises(CardError, match=why):
+            ModelCard.from_dict({**d, "class_rules": bad})
+    part = ModelCard.from_dict({**d, "class_rules": {"S": {"interval_rule": {**rule, "left_edge": 300}}}}).for_class("S")
+    assert part.interval_rule.left_edge == 300 and part.class_rules == {}
+    with pytest.raises(ValueError, match="other model files"):  # one network's outputs, re-labelled
+        recard(fused_model_dir, tmp_path / "never", "x", "0", "", {}, evaluate=False,
+               class_rules_from={"S": tiny_model_dir})

@@ -204,17 +204,29 @@ def recard(
     context: int = typer.Option(STREAM_CONTEXT, min=1, help="With --reference stream: samples of the stream's recent RRs whose centre is the reference."),
     centre: str = typer.Option("median", help="With --reference stream: median or mean of those RRs."),
     fusion: float | None = typer.Option(None, min=0.0, help="New rhythm-fusion weight on S (chosen with `trainer fuse`; default: the card's)."),
+    class_rules_from: list[str] = typer.Option([], "--class-rules-from", help="CLASS=MODEL_DIR: label CLASS's intervals under that shipped model's interval rule and prematurity reference (same model files); repeatable."),
 ) -> None:
     """A shipped model with a new interval rule or thresholds: same model files, new card, re-measured latency and DS2 metrics."""
     from .ship import recard as recard_model
 
     card = recard_model(model, out, name, version, _command(), json.loads(rule), data, evaluate, results,
                         thresholds=json.loads(thresholds), reference=reference, context=context,
-                        fusion=None if fusion is None else {"S": fusion}, centre=centre)
+                        fusion=None if fusion is None else {"S": fusion}, centre=centre,
+                        class_rules_from=_class_rules_from(class_rules_from))
     if make_default and out.parent.name == "edge_models":
         (out.parent / "DEFAULT").write_text(out.name + "\n")
     typer.echo(json.dumps({k: card[k] for k in ("name", "files", "interval_rule", "latency_ms", "metrics") if k in card},
                           indent=2, default=float))
+
+
+def _class_rules_from(items: list[str]) -> dict[str, Path]:
+    out = {}
+    for item in items:
+        label, sep, path = item.partition("=")
+        if not sep or not label or not path:
+            raise typer.BadParameter(f"{item!r}: expected CLASS=MODEL_DIR, e.g. V=edge_models/bedside-v9.7")
+        out[label] = Path(path)
+    return out
 
 
 @app.command()

@@ -118,6 +118,13 @@ CONFIRM_LIMITS = (
 )
 
 
+CLASS_RULES_TEXT = (
+    "the network runs once; that class's intervals are labelled under these settings, the fusion re-applied to the "
+    "network's raw outputs and to each re-run's, and the other classes' under the card's own; the window probabilities "
+    "published are the card's own (stream_ecg.postprocess.label_windows)"
+)
+
+
 def rule_limits(limits: str, rule: IntervalRule, stream_reference: bool = False) -> str:
     """The card's limits with the sentences its interval rule adds (once each), so a recarded model states them too.
     `stream_reference`: the card's prematurity_reference is "stream", so the premature rule reads the stream's RRs."""
@@ -369,10 +376,12 @@ def reevaluate(model_dir: Path, command: str, data_dir=None, results: Path = Pat
 def recard(source: Path, out: Path, name: str, version: str, command: str, rule: dict, data_dir=None,
            evaluate: bool = True, results: Path = Path("docs/results"), margin: int = BedsideConfig.margin,
            thresholds: dict | None = None, reference: str | None = None, context: int = STREAM_CONTEXT,
-           fusion: dict[str, float] | None = None, centre: str = "median") -> dict:
+           fusion: dict[str, float] | None = None, centre: str = "median",
+           class_rules_from: dict[str, Path] | None = None) -> dict:
     """A shipped model with a new interval rule (and class thresholds, and prematurity reference): the same model files
     (checksums verified), a card taking `rule`'s and `thresholds`' overrides, re-measured latency and
-    DS2 metrics.
+    DS2 metrics. `class_rules_from` ({class: shipped model folder with the same files}): that class's intervals are
+    labelled under that card's interval rule and prematurity reference (the card's class_rules).
 
     Why: the interval rule and thresholds are post-processing, so a choice made on DS1 after training
     can ship on the very network that was judged, without retraining (which does not reproduce bit
@@ -407,12 +416,29 @@ def recard(source: Path, out: Path, name: str, version: str, command: str, rule:
                 if k not in ("prematurity_reference", "prematurity_reference_rule", "prematurity_context", "prematurity_centre")}
         card.update(_reference_fields(reference, context, centre))
         card["limits"] = rule_limits(card.get("limits", ""), IntervalRule.from_dict(card["interval_rule"]), reference == "stream")
+    for label, other in (class_rules_from or {}).items():
+        _with_class_rule(card, label, Path(other))
     card.pop("metrics", None)
+    ModelCard.from_dict(card)  # refuses a class rule the card cannot serve before anything is measured
     (out / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
     card["latency_ms"] = measure_latency(out, int(card["window"]))
     if evaluate:
         card["metrics"] = _ds2_metrics(out, data_dir, margin, name, command, results)
     return _write_card(out, card, readme=(Path(source) / "README.md").exists())  # a shipped model has one
+
+
+def _with_class_rule(card: dict, label: str, other: Path) -> None:
+    """Put `other`'s interval rule and prematurity reference in the card's class_rules for `label`; `other` must be a
+    shipped model with the same files (the network runs once for every class)."""
+    from stream_ecg.card import load_card
+
+    theirs = load_card(other)  # refuses a folder whose files do not match its card
+    if theirs.files != card["files"]:
+        raise ValueError(f"{other} ships other model files than the card: class_rules re-label one network's outputs")
+    card.setdefault("class_rules", {})[label] = {
+        "interval_rule": theirs.interval_rule.to_dict(), "prematurity_reference": theirs.prematurity_reference,
+        "prematurity_context": theirs.prematurity_context, "prematurity_centre": theirs.prematurity_centre}
+    card.setdefault("class_rules_from", {})[label] = {"name": theirs.name, "version": theirs.version}
 
 
 def _ds2_metrics(out: Path, data_dir, margin: int, name: str, command: str, results: Path) -> dict:
@@ -474,6 +500,8 @@ def model_readme(card: dict) -> str:
         f"- model: joint segmenter + classifier {card['model_config']}, ensemble of {card['ensemble']['members']} "
         f"(seeds {card['ensemble']['seeds']}; {card['ensemble']['combine']})",
         f"- attention pooling: {card['pooling']}, kernel {card['pool_kernel']}; interval rule {card['interval_rule']}",
+        *[f"- {c} intervals under {from_.get('name', 'another rule')}'s settings instead (class_rules; {CLASS_RULES_TEXT}): "
+          f"{card['class_rules'][c]}" for c, from_ in card.get("class_rules_from", {}).items()],
         f"- interval labels: {card['interval_labelling']}",
         "",
         "## Files",
