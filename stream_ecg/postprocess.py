@@ -12,6 +12,7 @@ overlap, so a per-stream `IntervalMerger` reports each beat once.
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Callable
@@ -181,23 +182,48 @@ def label_windows(card: ModelCard, model, x: np.ndarray, raw: np.ndarray, probs:
     live batcher and the offline path share. Without class_rules it is `label_intervals` on the card."""
     kw = dict(irregular=irregular, rr_reference=rr_reference, peaks=peaks)
     own = tuple(c for c in card.abnormal if c not in card.class_rules)
-    out = label_intervals(card, model.infer, x, probs, attention, classes=own, **kw) if own else [[] for _ in x]
     if not card.class_rules:
-        return out
-    raw_infer = model.inner.infer if isinstance(model, FusedModel) else model.infer
-    for label in card.class_rules:
-        part = card.for_class(label)
+        return label_intervals(card, model.infer, x, probs, attention, classes=own, **kw)
+    # every rule re-runs the same occluded windows (one attention map, one candidate set): each runs through the
+    # network once
+    raw_infer = _RawMemo(model.inner.infer if isinstance(model, FusedModel) else model.infer)
+    out = [[] for _ in x]
+    for part, labels, part_probs in [(card, own, probs)] + [
+            (p, (c,), fuse(p, x, raw, rr_reference if stream_fused(p) else None, peaks))
+            for c, p in ((c, card.for_class(c)) for c in card.class_rules)]:
+        if not labels:
+            continue
 
-        def part_infer(xs, rr=None, pk=None, part=part):  # the network's raw outputs, fused as this class's settings say
+        def part_infer(xs, rr=None, pk=None, part=part):  # the network's raw outputs, fused as this rule's card says
             p, a = raw_infer(xs)
             return fuse(part, xs, p, rr, pk), a
 
-        part_probs = fuse(part, x, raw, rr_reference if stream_fused(part) else None, peaks)
-        for ivs, more in zip(out, label_intervals(part, part_infer, x, part_probs, attention, classes=(label,), **kw)):
+        for ivs, more in zip(out, label_intervals(part, part_infer, x, part_probs, attention, classes=labels, **kw)):
             ivs.extend(more)
     for ivs in out:
         ivs.sort(key=lambda iv: iv.start)
     return out
+
+
+class _RawMemo:
+    """A network call that remembers each input window's outputs (by a digest of its samples) and runs only the
+    windows it has not seen, in one batch."""
+
+    def __init__(self, infer: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]):
+        self.infer, self.seen = infer, {}
+
+    def __call__(self, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        xs = np.ascontiguousarray(xs, dtype=np.float32)
+        keys = [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in xs]
+        first: dict[bytes, int] = {}
+        for i, k in enumerate(keys):
+            first.setdefault(k, i)
+        todo = [i for k, i in first.items() if k not in self.seen]
+        if todo:
+            p, a = self.infer(xs[todo])
+            for j, i in enumerate(todo):
+                self.seen[keys[i]] = (p[j], a[j])
+        return (np.stack([self.seen[k][0] for k in keys]), np.stack([self.seen[k][1] for k in keys]))
 
 
 def new_recent(card: ModelCard) -> RecentRhythm | None:
