@@ -92,6 +92,10 @@ class FusedModel:
         probs, attention = self.inner.infer(x)
         return fuse(self.card, x, probs, rr_reference, peaks), attention
 
+    def infer_raw(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The network's own outputs, before the fusion (`infer_windows_raw`)."""
+        return self.inner.infer(x)
+
 
 def with_fusion(model):
     """`model` itself, or wrapped in `FusedModel` when its card asks for rhythm fusion."""
@@ -106,13 +110,14 @@ def infer_windows(model, x: np.ndarray, rr_reference: np.ndarray | None = None,
 
 
 def infer_windows_raw(model, x: np.ndarray, rr_reference: np.ndarray | None = None,
-                      peaks: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                      peaks: list[np.ndarray] | None = None) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """(raw, probs, attention): `infer_windows`, with the network's probabilities before the fusion too, from one
-    network call; what a card's class_rules fuse anew (`postprocess.label_windows`)."""
-    if not isinstance(model, FusedModel):
+    network call; what a card's class_rules fuse anew (`postprocess.label_windows`). raw is None for a model whose card
+    fuses but which offers no `infer_raw` (a wrapper that hides it)."""
+    if not model.card.rhythm_fusion or not hasattr(model, "infer_raw"):
         probs, attention = infer_windows(model, x, rr_reference, peaks)
-        return probs, probs, attention
-    raw, attention = model.inner.infer(x)
+        return (None if model.card.rhythm_fusion else probs), probs, attention
+    raw, attention = model.infer_raw(x)
     fused = fuse(model.card, x, raw, rr_reference, peaks) if stream_fused(model.card) else fuse(model.card, x, raw)
     return raw, fused, attention
 

@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 
 from .card import ModelCard
-from .fusion import FusedModel, call_infer, fuse, stream_fused
+from .fusion import call_infer, fuse, stream_fused
 from .intervals import (attention_to_intervals, distinct_beats, lit_beat, onto_premature, premature_beats,
                         rr_irregularity, snap_to_beats, usual_shaped)
 from .morphology import p_wave_consistencies
@@ -173,7 +173,7 @@ def label_intervals(
     return out
 
 
-def label_windows(card: ModelCard, model, x: np.ndarray, raw: np.ndarray, probs: np.ndarray, attention: np.ndarray,
+def label_windows(card: ModelCard, model, x: np.ndarray, raw: np.ndarray | None, probs: np.ndarray, attention: np.ndarray,
                   irregular: np.ndarray | None = None, rr_reference: np.ndarray | None = None,
                   peaks: list[np.ndarray] | None = None) -> list[list[LabelledInterval]]:
     """`label_intervals` for a served model (`infer.load_model`): each class of the card's `class_rules` labelled under
@@ -186,7 +186,11 @@ def label_windows(card: ModelCard, model, x: np.ndarray, raw: np.ndarray, probs:
         return label_intervals(card, model.infer, x, probs, attention, classes=own, **kw)
     # every rule re-runs the same occluded windows (one attention map, one candidate set): each runs through the
     # network once
-    raw_infer = _RawMemo(model.inner.infer if isinstance(model, FusedModel) else model.infer)
+    network = getattr(model, "infer_raw", None) if card.rhythm_fusion else model.infer
+    if network is None or raw is None:
+        raise ValueError(f"{card.name} labels classes under their own rules (class_rules), so its model must offer "
+                         "infer_raw: the network's outputs before the card's fusion (fusion.FusedModel does)")
+    raw_infer = _RawMemo(network)
     out = [[] for _ in x]
     for part, labels, part_probs in [(card, own, probs)] + [
             (p, (c,), fuse(p, x, raw, rr_reference if stream_fused(p) else None, peaks))

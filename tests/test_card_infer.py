@@ -9,6 +9,8 @@ import pytest
 from stream_ecg.card import CardError, LeadContract, ModelCard, default_model_dir, load_card
 from stream_ecg.data import excerpt_dir, load_record
 from stream_ecg.dsp import DspConfig, preprocess, window_input
+from stream_ecg.fusion import infer_windows
+from stream_ecg.postprocess import new_reference, stream_rr_reference
 from stream_ecg.infer import ONNX_FILE, BackendUnavailable, OnnxModel, cuda_problem, load_model, tensorrt_problem
 
 
@@ -244,7 +246,9 @@ def test_shipped_default_model_is_consistent():
     assert np.abs(onnx.inner.infer(x)[0] - torch_model.inner.infer(x)[0]).max() <= 1e-4
     # served probabilities: the rhythm fusion adds weight x prematurity to a logit of -10 to -7 (p ~ 1e-4), where the two
     # backends' fp32 logits differ by ~1e-3, and moves it to the sigmoid's steep middle (slope <= 1/4)
-    served, served_torch = onnx.infer(x)[0], torch_model.infer(x)[0]
+    starts = np.arange(len(x)) * onnx.card.hop  # a stream-fused card's fusion reads the stream's RR reference
+    ref = stream_rr_reference(onnx.card, x, starts, new_reference(onnx.card))
+    served, served_torch = infer_windows(onnx, x, ref)[0], infer_windows(torch_model, x, ref)[0]
     assert np.abs(served - served_torch).max() <= 5e-4
     for i, cls in enumerate(onnx.card.classes):  # every alarm is the same on both backends
         if cls in onnx.card.thresholds:
@@ -371,6 +375,12 @@ def test_class_rules_label_each_class_under_its_own_card(tmp_path):
         assert marks(s_out, differ) != marks(v_out, differ)  # the record tells the two rules apart
         assert marks(out, "S") == marks(s_out, "S") and marks(out, "V") == marks(v_out, "V")
         np.testing.assert_array_equal(out.probs, s_out.probs)
+
+    class Hidden:  # a wrapper that hides the network's outputs before the fusion
+        card, backend, infer = both.card, both.backend, both.infer
+
+    with pytest.raises(ValueError, match="infer_raw"):
+        run_record(Hidden(), rec)
 
 
 def test_class_rules_are_refused_when_the_card_cannot_serve_them(fused_model_dir, tmp_path, tiny_model_dir):

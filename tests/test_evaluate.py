@@ -231,9 +231,13 @@ class _SlowModel:
     def __init__(self, inner) -> None:
         self.inner, self.card, self.backend = inner, inner.card, inner.backend
 
-    def infer(self, x):
+    def infer(self, x, *stream):  # a stream-fused card's model also takes each window's stream RR reference
         time.sleep(0.05)
-        return self.inner.infer(x)
+        return self.inner.infer(x, *stream)
+
+    def infer_raw(self, x):
+        time.sleep(0.05)
+        return self.inner.infer_raw(x)
 
 
 def test_windows_the_worker_drops_are_reported_not_scored_around(model_dir):
