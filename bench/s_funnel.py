@@ -26,8 +26,7 @@ import stream_ecg.postprocess as postprocess  # noqa: E402
 from stream_ecg.card import load_card  # noqa: E402
 from stream_ecg.evaluation import EC57_TOL_S  # noqa: E402
 from stream_ecg.intervals import premature_beats, rr_irregularity  # noqa: E402
-from stream_ecg.postprocess import label_intervals, window_alarms  # noqa: E402
-from stream_ecg.morphology import p_wave_consistency  # noqa: E402
+from stream_ecg.postprocess import _p_consistency, label_intervals, window_alarms  # noqa: E402
 from stream_ecg.quality import kurtosis_sqi  # noqa: E402
 from stream_ecg.rhythm import r_peaks  # noqa: E402
 import trainer.validation as validation  # noqa: E402
@@ -60,7 +59,7 @@ def recording(c, infer, x, probs, attention, **kw):
             "regular": not (rule.regular > 0 and rr_irregularity(rel) > rule.regular),
             "kurtosis": not (rule.min_kurtosis > 0 and not kurtosis_sqi(x[i, 0]) >= rule.min_kurtosis),
             "p_wave": not (rule.min_p_consistency > 0
-                           and p_wave_consistency(x[i, 0], c.fs, peaks) < rule.min_p_consistency),
+                           and _p_consistency(c, x[i], peaks) < rule.min_p_consistency),  # as the card reads it
             "marked": [(iv.start, iv.end) for iv in out[i] if iv.label == "S"]})
     return out
 
