@@ -20,11 +20,11 @@ from stream_ecg.data.mitdb import DS1, DS2, load_beats  # noqa: E402
 from stream_ecg.rhythm import STREAM_CONTEXT, STREAM_REFERENCE_MIN_RR  # noqa: E402
 
 
-def features(names, centre: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def features(names, centre: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per annotated beat with a beat after it and STREAM_REFERENCE_MIN_RR RRs in the STREAM_CONTEXT samples before it:
-    (pre / centre, post / centre, pre / post, pre / mean of the last ten), its AAMI class and its record."""
+    (pre / centre, post / centre, pre / post, pre / mean of the last ten), its AAMI class, its record and its sample."""
     pick = np.mean if centre == "mean" else np.median
-    x, y, rec = [], [], []
+    x, y, rec, at = [], [], [], []
     for name in names:
         beats = load_beats(name)
         s, aami = np.asarray(beats.samples, np.int64), np.asarray(beats.aami())
@@ -37,14 +37,15 @@ def features(names, centre: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             x.append([pre / ref, post / ref, pre / post, pre / np.mean(seen[-10:])])
             y.append(aami[k])
             rec.append(name)
-    return np.array(x), np.array(y), np.array(rec)
+            at.append(int(s[k]))
+    return np.array(x), np.array(y), np.array(rec), np.array(at, dtype=np.int64)
 
 
 def main() -> None:
     report = {"context_samples": STREAM_CONTEXT, "centres": {}}
     for centre in ("median", "mean"):
-        x1, y1, _ = features(DS1, centre)
-        x2, y2, r2 = features(DS2, centre)
+        x1, y1, _, _ = features(DS1, centre)
+        x2, y2, r2, _ = features(DS2, centre)
         train = np.isin(y1, ["N", "S"])
         lda = LinearDiscriminantAnalysis(priors=[0.5, 0.5]).fit(x1[train], y1[train] == "S")
         rows = {}

@@ -20,7 +20,7 @@ from rr_lda_premise import features  # noqa: E402  (the same beats and RR featur
 from stream_ecg.data.mitdb import DS1  # noqa: E402
 
 PREMATURE = 0.2
-x, aami, rec = features(DS1, "mean")
+x, aami, rec, _ = features(DS1, "mean")
 pre, ratio = x[:, 0], x[:, 2]  # RR before over the 5-min mean; RR before over RR after
 
 
