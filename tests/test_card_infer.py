@@ -275,7 +275,7 @@ def test_two_lead_model_is_served_by_lead_name_and_from_a_one_lead_stream(two_le
 
 def test_a_premature_interval_rule_states_its_limit_once(tiny_model_dir, tmp_path):
     from stream_ecg.intervals import IntervalRule
-    from trainer.ship import (CONFIRM_LIMITS, KURTOSIS_LIMITS, LEFT_EDGE_LIMITS, P_WAVE_LIMITS, PAUSE_LIMITS,
+    from trainer.ship import (CONFIRM_LIMITS, KURTOSIS_LIMITS, LEFT_EDGE_LIMITS, P_WAVE_LIMITS, P_WAVE_LIMITS_FIRST_LEAD, PAUSE_LIMITS,
                               PREMATURE_LIMITS, REGULAR_LIMITS, REGULAR_STREAM_LIMITS, USUAL_LIMITS, recard, rule_limits)
 
     once = rule_limits("Limits.", IntervalRule(premature=0.1))
@@ -293,6 +293,9 @@ def test_a_premature_interval_rule_states_its_limit_once(tiny_model_dir, tmp_pat
     p_wave = IntervalRule(premature=0.1, premature_pause=0.2, min_p_consistency=0.4)
     assert rule_limits("Limits.", p_wave) == "Limits." + PREMATURE_LIMITS + PAUSE_LIMITS + P_WAVE_LIMITS
     assert rule_limits(rule_limits("Limits.", p_wave), p_wave) == rule_limits("Limits.", p_wave)
+    shipped = json.loads((default_model_dir().parent / "bedside-v9.9" / "card.json").read_text())["limits"]
+    assert P_WAVE_LIMITS_FIRST_LEAD in shipped  # a card shipped with the first-lead wording gets the new one, once
+    assert rule_limits(shipped, p_wave).count("share one P wave") == 1 and P_WAVE_LIMITS in rule_limits(shipped, p_wave)
     edged = rule_limits("Limits.", IntervalRule(left_edge=300, confirm=2))
     assert edged == "Limits." + LEFT_EDGE_LIMITS + CONFIRM_LIMITS and rule_limits(edged, IntervalRule(left_edge=300, confirm=2)) == edged
     with pytest.raises(CardError, match="premature"):  # the tiny model has no rr_prev channel to read

@@ -104,8 +104,10 @@ LEFT_EDGE_LIMITS = (
 P_WAVE_LIMITS = (
     " S intervals are published only in windows whose beats share one P wave (interval_rule.min_p_consistency): "
     "early beats in atrial fibrillation or flutter go unmarked by design, and so can S beats in windows where most "
-    "beats are ectopic from several foci, or where noise or a low P wave on the first lead hides the P wave."
+    "beats are ectopic from several foci, or where noise or a low P wave on the leads it reads hides the P wave."
 )
+# the sentence as cards shipped before 2026-12-05 carry it (first lead only); a recard replaces it with P_WAVE_LIMITS
+P_WAVE_LIMITS_FIRST_LEAD = P_WAVE_LIMITS.replace("on the leads it reads", "on the first lead")
 
 PAUSE_LIMITS = (
     " A beat followed by a pause also counts as early (interval_rule.premature_pause): in an S-alarming window a normal "
@@ -136,6 +138,7 @@ def rule_limits(limits: str, rule: IntervalRule, stream_reference: bool = False)
         limits = limits.replace(PREMATURE_CONTEXT_LIMITS, "")
         if PREMATURE_LIMITS not in limits:
             limits += PREMATURE_LIMITS
+    limits = limits.replace(P_WAVE_LIMITS_FIRST_LEAD, P_WAVE_LIMITS)
     for applies, sentence in ((rule.regular > 0, REGULAR_LIMITS), (rule.regular_stream > 0, REGULAR_STREAM_LIMITS),
                               (rule.min_kurtosis > 0, KURTOSIS_LIMITS), (rule.premature_usual > 0, USUAL_LIMITS),
                               (rule.premature_pause > 0, PAUSE_LIMITS),
@@ -185,9 +188,10 @@ INTERVAL_LABELLING = (
     "stream_ecg.rhythm.RecentRhythm, stream_ecg.postprocess.stream_irregularity) is <= regular_stream; "
     "with interval_rule.min_kurtosis > 0 a window's S intervals are published only if its first lead's kurtosis "
     "(stream_ecg.quality.kurtosis_sqi, normal = 3) is >= min_kurtosis; "
-    "with interval_rule.min_p_consistency > 0 only if its first lead's beats share one P wave: the mean correlation of "
+    "with interval_rule.min_p_consistency > 0 only if its beats share one P wave on its first lead (p_wave_leads "
+    "\"first\") or on average over its leads (\"mean\"): the mean correlation of "
     "each whole beat's 250-80 ms before its R peak with the window's median beat's (stream_ecg.morphology."
-    "p_wave_consistency; with p_wave_leads \"mean\" averaged over the leads it can judge) is >= min_p_consistency, "
+    "p_wave_consistency; leads it cannot judge left out) is >= min_p_consistency, "
     "or cannot be judged (under 3 whole beats); "
     "with interval_rule.left_edge > 0 a window publishes no interval whose centre lies in its first left_edge "
     "samples; "
@@ -553,7 +557,8 @@ def unpack(model_dir: Path, out: Path, command: str = "") -> dict:
     validate` and `trainer fuse` score the very networks that ship, out of fold on DS1.
 
     Why: runs/ is not kept, and retraining a recipe on another CPU model gives a sibling network, not the shipped one.
-    The card does not record the training margin; the run takes BedsideConfig's default, as `recard` does."""
+    The card does not record the training margin; the run takes BedsideConfig's default, as `recard` does. A card's
+    class_rules are not carried: score such a card with `trainer validate --model` (its card) on the unpacked run."""
     import torch
 
     from stream_ecg.card import load_card
