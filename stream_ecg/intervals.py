@@ -43,6 +43,9 @@ class IntervalRule:
     premature: float = 0.0
     premature_all: bool = False
     premature_reach: int = 72  # samples; 200 ms at 360 Hz
+    # > 0, with premature_all: an early beat is marked only where the window's attention map at its R peak is at least
+    # premature_attention of the map's peak: the beat the network's segmentation lights, not every early beat. 0: off.
+    premature_attention: float = 0.0
     # > 0: premature counts only the early beats that match the window's median beat, residual channel RMS over
     # R +- DISTINCT_HALF samples < premature_usual (z-scored units), as an S beat's QRS is the patient's usual one;
     # early PVCs outside the V intervals and noise read as beats do not. So S intervals move onto, or (premature_all)
@@ -123,6 +126,8 @@ class IntervalRule:
             raise ValueError(f"premature_pause={self.premature_pause} must lie in [0, 1)")
         if not 0.0 <= self.premature_pause_early < 1.0 or (self.premature_pause_early > 0 and not self.premature_pause > 0):
             raise ValueError(f"premature_pause_early={self.premature_pause_early} must lie in [0, 1), and needs premature_pause")
+        if not 0.0 <= self.premature_attention <= 1.0 or (self.premature_attention > 0 and not self.premature_all):
+            raise ValueError(f"premature_attention={self.premature_attention} must lie in [0, 1], and needs premature_all")
         if self.premature_usual < 0.0:
             raise ValueError(f"premature_usual={self.premature_usual} must be >= 0")
         if not 0.0 <= self.premature < 1.0 or self.premature_reach < 0:

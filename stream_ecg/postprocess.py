@@ -320,8 +320,9 @@ def _premature(card: ModelCard, x: np.ndarray, peaks: np.ndarray, prob: float, a
     if rule.premature_all:
         peak = float(np.max(attention, initial=0.0))
         free = [int(r) for r in early if not any(v.start <= r < v.end for v in others)]
-        moved = [(max(0, r - rule.snap_half), min(n, r + rule.snap_half),
-                  prob * (float(attention[r]) / peak if peak > 0 else 0.0)) for r in free]
+        lit = [(r, float(attention[r]) / peak if peak > 0 else 0.0) for r in free]
+        moved = [(max(0, r - rule.snap_half), min(n, r + rule.snap_half), prob * a) for r, a in lit
+                 if a >= rule.premature_attention]
     else:
         mine = [(iv.start, iv.end, iv.score) for iv in ivs if iv.label == PREMATURE_CLASS]
         moved = onto_premature(mine, early, rel, n, rule)

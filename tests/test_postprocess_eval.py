@@ -308,6 +308,23 @@ def test_premature_all_publishes_early_beats_outside_the_v_intervals():
     assert [(iv.start, iv.end, iv.label) for iv in out[0]] == [(760, 840, "V")]
 
 
+def test_premature_attention_marks_only_early_beats_the_attention_map_lights():
+    x = _premature_window()  # early beats at 800 and 1900
+    att = np.zeros((1, 2000), np.float32)
+    att[0, 700:900] = 1.0  # the map lights the early beat at 800
+    att[0, 1850:1950] = 0.2  # and barely the one at 1900
+    probs = np.array([[0.1, 0.9, 0.1]], np.float32)
+
+    def marked(rule):
+        return [(iv.start, iv.end) for iv in label_intervals(_premature_card(rule), None, x, probs, att)[0]]
+
+    assert marked({"premature": 0.1, "premature_all": True}) == [(764, 836), (1864, 1936)]
+    assert marked({"premature": 0.1, "premature_all": True, "premature_attention": 0.2}) == [(764, 836), (1864, 1936)]
+    assert marked({"premature": 0.1, "premature_all": True, "premature_attention": 0.25}) == [(764, 836)]
+    with pytest.raises(ValueError, match="premature_attention"):
+        _premature_card({"premature": 0.1, "premature_attention": 0.25})  # only premature_all marks every early beat
+
+
 def test_premature_usual_marks_only_early_beats_shaped_like_the_median_beat():
     from stream_ecg.card import CardError
 
