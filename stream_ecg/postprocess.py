@@ -192,15 +192,15 @@ def label_windows(card: ModelCard, model, x: np.ndarray, raw: np.ndarray | None,
                          "infer_raw: the network's outputs before the card's fusion (fusion.FusedModel does)")
     raw_infer = _RawMemo(network)
     out = [[] for _ in x]
-    for part, labels, part_probs in [(card, own, probs)] + [
-            (p, (c,), fuse(p, x, raw, rr_reference if stream_fused(p) else None, peaks))
-            for c, p in ((c, card.for_class(c)) for c in card.class_rules)]:
+    parts = [(card, own, probs)] + [(rules, (c,), fuse(rules, x, raw, rr_reference if stream_fused(rules) else None, peaks))
+                                    for c, rules in ((c, card.for_class(c)) for c in card.class_rules)]
+    for part, labels, part_probs in parts:
         if not labels:
             continue
 
         def part_infer(xs, rr=None, pk=None, part=part):  # the network's raw outputs, fused as this rule's card says
-            p, a = raw_infer(xs)
-            return fuse(part, xs, p, rr, pk), a
+            net_probs, net_attention = raw_infer(xs)
+            return fuse(part, xs, net_probs, rr, pk), net_attention
 
         for ivs, more in zip(out, label_intervals(part, part_infer, x, part_probs, attention, classes=labels, **kw)):
             ivs.extend(more)
