@@ -186,11 +186,11 @@ def label_windows(card: ModelCard, model, x: np.ndarray, raw: np.ndarray | None,
         return label_intervals(card, model.infer, x, probs, attention, classes=own, **kw)
     # every rule re-runs the same occluded windows (one attention map, one candidate set): each runs through the
     # network once
-    network = getattr(model, "infer_raw", None) if card.rhythm_fusion else model.infer
-    if network is None or raw is None:
-        raise ValueError(f"{card.name} labels classes under their own rules (class_rules), so its model must offer "
-                         "infer_raw: the network's outputs before the card's fusion (fusion.FusedModel does)")
-    raw_infer = _RawMemo(network)
+    check_labels(model)
+    if raw is None:
+        raise ValueError(f"{card.name} labels classes under their own rules (class_rules): it needs the network's raw "
+                         "outputs (fusion.infer_windows_raw)")
+    raw_infer = _RawMemo(model.infer_raw if card.rhythm_fusion else model.infer)
     out = [[] for _ in x]
     parts = [(card, own, probs)] + [(rules, (c,), fuse(rules, x, raw, rr_reference if stream_fused(rules) else None, peaks))
                                     for c, rules in ((c, card.for_class(c)) for c in card.class_rules)]
@@ -207,6 +207,16 @@ def label_windows(card: ModelCard, model, x: np.ndarray, raw: np.ndarray | None,
     for ivs in out:
         ivs.sort(key=lambda iv: iv.start)
     return out
+
+
+def check_labels(model) -> None:
+    """Refuse, with the reason, a served model `label_windows` cannot label: a card with class_rules and a fusion needs
+    the network's outputs before the fusion (`infer_raw`, as fusion.FusedModel offers). The worker checks at start, so
+    such a model fails there, not batch by batch."""
+    card = model.card
+    if card.class_rules and card.rhythm_fusion and not hasattr(model, "infer_raw"):
+        raise ValueError(f"{card.name} labels classes under their own rules (class_rules), so its model must offer "
+                         "infer_raw: the network's outputs before the card's fusion (fusion.FusedModel does)")
 
 
 class _RawMemo:

@@ -21,6 +21,7 @@ from .batcher import Inferred, MicroBatcher
 from .buffer import StreamTable
 from .infer import InferenceModel, load_model
 from .metrics import Metrics, MetricsServer
+from .postprocess import check_labels
 from .publish import Publisher
 from .wire import WireError, decode_chunk
 
@@ -77,6 +78,7 @@ class Worker:
         stop_timeout_s: float = 30.0,
     ) -> None:
         self.model = model if model is not None else load_model(model_dir, backend, threads)
+        check_labels(self.model)  # a model the labelling cannot serve fails here, not batch by batch
         self.card = self.model.card
         self.linger_ms = linger_ms
         self.stop_timeout_s = stop_timeout_s  # on stop, how long queued windows may still be inferred (MicroBatcher.stop)

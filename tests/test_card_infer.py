@@ -384,6 +384,10 @@ def test_class_rules_label_each_class_under_its_own_card(tmp_path):
 
     with pytest.raises(ValueError, match="infer_raw"):
         run_record(Hidden(), rec)
+    from stream_ecg.worker import Worker
+
+    with pytest.raises(ValueError, match="infer_raw"):  # the worker refuses it at start, before binding a socket
+        Worker(tmp_path / "both", "tcp://127.0.0.1:*", "tcp://127.0.0.1:*", metrics_port=None, model=Hidden())
 
 
 def test_class_rules_are_refused_when_the_card_cannot_serve_them(fused_model_dir, tmp_path, tiny_model_dir):
