@@ -37,8 +37,8 @@ card = load_card(Path(sys.argv[2] if len(sys.argv) > 2 else "edge_models/bedside
 if len(sys.argv) > 3:
     card = dataclasses.replace(card, prematurity_reference=sys.argv[3])
     card.validate()
-if card.class_rules:  # label_windows would call the recorder once per class rule, on the same windows
-    sys.exit(f"{card.name} has class_rules; this script reads cards with one rule")
+if "S" in card.class_rules:  # S labelled under another card's rule: read that card instead
+    sys.exit(f"{card.name} labels S under class_rules; run this script on the card its S rule comes from")
 rule, s_col = card.interval_rule, card.abnormal.index("S")
 rr_at, tol = len(card.leads.leads), int(round(EC57_TOL_S * card.fs))
 windows: list[list[dict]] = []  # per record (run_record is called once per record, in order), its windows in order
@@ -47,6 +47,8 @@ windows: list[list[dict]] = []  # per record (run_record is called once per reco
 def recording(c, infer, x, probs, attention, **kw):
     """The runtime's labelling, unchanged, with what each window's S steps saw kept beside it."""
     out = label_intervals(c, infer, x, probs, attention, **kw)
+    if "S" not in (kw.get("classes") or ("S",)):  # label_windows labelling another class under its own rule
+        return out
     alarm, refs = window_alarms(c, probs)[:, s_col], kw.get("rr_reference")
     for i in range(len(x)):
         peaks = r_peaks(x[i, 0], c.fs, c.dsp.peak_detector)

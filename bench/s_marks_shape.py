@@ -36,8 +36,8 @@ if len(sys.argv) > 4:
     card = dataclasses.replace(card, interval_rule=IntervalRule.from_dict({**card.interval_rule.to_dict(),
                                                                            **json.loads(sys.argv[4])}))
 card.validate()
-if card.class_rules:  # label_windows would call the recorder once per class rule, on the same windows
-    sys.exit(f"{card.name} has class_rules; this script reads cards with one rule")
+if "S" in card.class_rules:  # S labelled under another card's rule: read that card instead
+    sys.exit(f"{card.name} labels S under class_rules; run this script on the card its S rule comes from")
 tol = int(round(EC57_TOL_S * card.fs))
 marks: list[list[tuple[int, int, float]]] = []  # per record: (window index, centre in the window, residual RMS)
 offsets: list[int] = []  # per record: windows labelled so far (run_record labels a record's windows in batches)
@@ -46,6 +46,8 @@ offsets: list[int] = []  # per record: windows labelled so far (run_record label
 def recording(c, infer, x, probs, attention, **kw):
     """The runtime's labelling, unchanged, with each S mark's residual RMS kept beside it."""
     out = label_intervals(c, infer, x, probs, attention, **kw)
+    if "S" not in (kw.get("classes") or ("S",)):  # label_windows labelling another class under its own rule
+        return out
     base = offsets[-1]
     offsets[-1] += len(x)
     for i in range(len(x)):
