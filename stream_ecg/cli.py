@@ -244,6 +244,10 @@ def _print_evaluation(s: dict) -> None:
         table.add_row(c, str(b["beats"]), pct(b["se"]), pct(b["ppv"]), pct(b.get("ppv_ec57")), pct(f["se"]), pct(f["ppv"]),
                       pct(w.get("se")), pct(w.get("precision")), "n/a" if auc is None else f"{auc:.3f}")
     console.print(table)
+    loc = s.get("window_located", {})
+    if loc:  # an alarm the window also placed at a beat (Result.located)
+        console.print("located alarms (window Se / precision): " + "; ".join(
+            f"{c} {pct(loc[c]['se'])} / {pct(loc[c]['precision'])} %" for c in ("V", "S") if c in loc))
     g, lat, d = s["grade"], s["alarm_latency_s"], s["drops"]
     console.print(f"grade I/II/III: {pct(g['I'])} / {pct(g['II'])} / {pct(g['III'])} % of {g['windows']} abnormal windows")
     fmt = (lambda v: "n/a" if v is None else f"{v:.2f}")

@@ -12,7 +12,7 @@ from .card import ModelCard
 from .offline import RecordOutput
 from .postprocess import window_alarms
 from .scoring import (BeatCounts, beat_counts, detection_delays, detection_metrics, distribution, first_window_outcome,
-                      unconfirmed_intervals, window_targets)
+                      located_metrics, unconfirmed_intervals, window_targets)
 
 EC57_TOL_S = 0.150
 
@@ -38,6 +38,7 @@ def score_records(outputs: list[RecordOutput], card: ModelCard, margin: int, ski
     gaps = {c: [np.zeros(0)] for c in card.abnormal}
     truth = {c: [] for c in card.abnormal}
     score = {c: [] for c in card.abnormal}
+    located = {c: [] for c in card.abnormal}  # None once an output has no record of it
     for out in outputs:
         row = {"record": out.name, "lead_fallback": out.lead_fallback}
         alarmed = window_alarms(card, out.probs)
@@ -61,11 +62,16 @@ def score_records(outputs: list[RecordOutput], card: ModelCard, margin: int, ski
             keep = core | ~anywhere
             truth[c].append(core[keep])
             score[c].append(out.probs[keep, card.classes.index(c)])
+            if located[c] is not None:
+                located[c] = None if out.located is None else located[c] + [out.located[keep, j]]
         per_record.append(row)
     window = {}
     for c in card.abnormal:
         t, s = np.concatenate(truth[c]), np.concatenate(score[c])
         window[c] = detection_metrics(t, s, card.thresholds[c])
+    # an alarm placed at a beat (Result.located): Se and precision of the windows that alarm and mark the class
+    window_located = {c: located_metrics(np.concatenate(truth[c]), np.concatenate(located[c] or [np.zeros(0, bool)]))
+                      for c in card.abnormal if located[c] is not None}
     beat = {c: gross[c].summary() for c in card.abnormal}
     average = {
         c: {
@@ -76,6 +82,7 @@ def score_records(outputs: list[RecordOutput], card: ModelCard, margin: int, ski
     }
     delay = {c: distribution(np.concatenate([np.zeros(0), *delays[c]]) / card.fs) for c in card.abnormal}
     unconfirmed = {c: {**wrong[c], "gap_s": distribution(np.concatenate(gaps[c]) / card.fs)} for c in card.abnormal}
-    return {"beat": beat, "beat_record_average": average, "window": window, "detection_delay_s": delay,
+    return {"beat": beat, "beat_record_average": average, "window": window, "window_located": window_located,
+            "detection_delay_s": delay,
             "first_window": first, "unconfirmed": unconfirmed, "records": per_record,
             "skip_s": skip_s, "tolerance_s": EC57_TOL_S, "margin_samples": margin}

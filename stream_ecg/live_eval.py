@@ -180,6 +180,7 @@ def collect_results(name: str, card: ModelCard, results: Sequence[Result], beats
         fs=card.fs,
         starts=np.array([r.window_start for r in ordered], dtype=np.int64),
         probs=np.array([r.probs for r in ordered], dtype=np.float32).reshape(-1, n_classes),
+        located=np.array([[c in r.located for c in card.abnormal] for r in ordered], dtype=bool).reshape(-1, len(card.abnormal)),
         intervals=tuple(intervals),
         first_seen=np.asarray(first_seen, dtype=np.int64),
         beat_samples=np.round(beats.samples * (card.fs / fs_in)).astype(np.int64),
@@ -631,6 +632,7 @@ def summarise(run: LiveRun, command: str = "") -> dict:
         "beat": {c: whole["beat"].get(c, _no_class()) for c in ABNORMAL},
         "beat_record_average": whole["beat_record_average"],
         "window": whole["window"],
+        "window_located": whole["window_located"],
         "grade": {**total.summary()["grade"], **{k: v for k, v in total.summary().items() if k != "grade"}},
         "alarm_latency_s": {**distribution(np.concatenate(list(every_wall.values()))), "by_class": {c: distribution(v) for c, v in every_wall.items()}},
         "alarm_stream_delay_s": {**distribution(np.concatenate(list(every_stream.values()))), "by_class": {c: distribution(v) for c, v in every_stream.items()}},
@@ -704,4 +706,4 @@ def _at_rate(r: Result, stream_id: str, fs: float, k: float) -> Result:
 
     ivs = tuple(Interval(at(iv.start), max(at(iv.end), at(iv.start) + 1), iv.label, iv.score) for iv in r.intervals)
     return Result(stream_id, at(r.window_start), max(at(r.window_end), at(r.window_start) + 1), fs, r.t_start, r.t_end,
-                  r.model_id, r.model_version, r.classes, r.probs, ivs, r.flags, r.timing, r.alarms)
+                  r.model_id, r.model_version, r.classes, r.probs, ivs, r.flags, r.timing, r.alarms, r.located)

@@ -28,6 +28,9 @@ class RecordOutput:
     beat_samples: np.ndarray  # annotated R peaks at the model rate
     beat_aami: np.ndarray  # their AAMI class letters
     lead_fallback: bool
+    # (n, len(card.abnormal)): did the window's interval rule mark an interval of each class in it (the wire's
+    # Result.located, with the alarm); None where not recorded
+    located: np.ndarray | None = None
 
 
 def window_starts(n_samples: int, window: int, hop: int) -> np.ndarray:
@@ -49,7 +52,7 @@ def run_record(model: InferenceModel, rec: Record, batch: int = 64) -> RecordOut
     starts = window_starts(sig.shape[1], card.window, card.hop)
     merger = IntervalMerger.for_card(card)
     history, recent, reference = card.dsp.new_history(), new_recent(card), new_reference(card)
-    probs, published, first_seen = [], [], []
+    probs, published, first_seen, located = [], [], [], []
     for i in range(0, len(starts), batch):
         s = starts[i : i + batch]
         x, peaks = window_input_with_peaks(np.stack([sig[:, a : a + card.window] for a in s]), card.dsp, s, history)
@@ -58,6 +61,7 @@ def run_record(model: InferenceModel, rec: Record, batch: int = 64) -> RecordOut
         raw, p, att = infer_windows_raw(model, x, rr_ref, peaks)
         probs.append(p)
         for start, ivs in zip(s, label_windows(card, model, x, raw, p, att, irregular, rr_ref, peaks)):
+            located.append([any(iv.label == c for iv in ivs) for c in card.abnormal])
             new = merger.add([iv.shift(int(start)) for iv in ivs])
             published.extend(new)
             first_seen.extend([int(start)] * len(new))
@@ -72,4 +76,5 @@ def run_record(model: InferenceModel, rec: Record, batch: int = 64) -> RecordOut
         beat_samples=np.round(rec.beats.samples * scale).astype(np.int64),
         beat_aami=rec.beats.aami(),
         lead_fallback=fallback,
+        located=np.array(located, dtype=bool).reshape(-1, len(card.abnormal)),
     )

@@ -50,7 +50,8 @@ def build_result(card: ModelCard, item: Inferred, merger: IntervalMerger, publis
         intervals=tuple(Interval(iv.start, iv.end, iv.label, iv.score) for iv in fresh),
         flags=w.flags,
         timing=timing,
-        alarms=alarms(card, item.probs),
+        alarms=(alarmed := alarms(card, item.probs)),
+        located=tuple(c for c in alarmed if any(iv.label == c for iv in item.intervals)),
     )
 
 

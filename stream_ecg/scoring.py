@@ -89,6 +89,16 @@ def grade_window(intervals, abnormal_pos: np.ndarray, normal_pos: np.ndarray, to
     return GradeCounts(*grade, int(ab.sum()), len(ab), int(no.sum()), len(no))
 
 
+def located_metrics(truth: np.ndarray, located: np.ndarray) -> dict:
+    """Window Se and precision of the located alarms (alarm and a mark of the class in the window) against the
+    windows that hold a beat of the class; NaN where undefined."""
+    truth, located = np.asarray(truth, bool), np.asarray(located, bool)
+    hit = int((truth & located).sum())
+    return {"se": hit / truth.sum() if truth.any() else float("nan"),
+            "precision": hit / located.sum() if located.any() else float("nan"),
+            "windows": int(located.sum())}
+
+
 def window_targets(starts: np.ndarray, window: int, beat_samples: np.ndarray, beat_cls: np.ndarray, cls: str, margin: int = 0) -> np.ndarray:
     """(n,) bool: does each window hold an R peak of class `cls` at least `margin` samples inside?"""
     pos = np.sort(np.asarray(beat_samples)[np.asarray(beat_cls) == cls])

@@ -105,6 +105,7 @@ class BedView:
 
     probs: dict[str, float] = field(default_factory=dict)
     alarms: tuple[str, ...] = ()
+    located: tuple[str, ...] = ()
     t_end: float = 0.0
     intervals: deque = field(default_factory=lambda: deque(maxlen=4))
     flags: set[str] = field(default_factory=set)
@@ -127,7 +128,7 @@ class Dashboard:
             return
         bed.results += 1
         bed.probs = dict(zip(msg.classes, msg.probs))
-        bed.alarms = msg.alarms
+        bed.alarms, bed.located = msg.alarms, msg.located
         bed.t_end = msg.t_end
         bed.flags = set(msg.flags) | {f for f in bed.flags if f == "lead_fallback"}
         bed.status = ""
@@ -148,7 +149,7 @@ class Dashboard:
         table.add_column("n", justify="right", no_wrap=True)
         for sid in sorted(self.beds):
             b = self.beds[sid]
-            probs = "\n".join(_prob(c, p, c in b.alarms) for c, p in b.probs.items())
+            probs = "\n".join(_prob(c, p, c in b.alarms, c in b.located) for c, p in b.probs.items())
             health = b.status or ("\n".join(sorted(b.flags)) if b.flags else "ok")
             style = "red" if b.status.startswith("refused") else ("yellow" if b.flags else "green")
             table.add_row(
@@ -158,10 +159,12 @@ class Dashboard:
         return table
 
 
-def _prob(cls: str, p: float, alarm: bool) -> str:
+def _prob(cls: str, p: float, alarm: bool, located: bool = True) -> str:
     """Red for a class the window alarms on (its card threshold, which can be far from 0.5), marked ! for no-colour
-    terminals."""
-    return f"[bold red]{cls} {p:.2f} ![/]" if alarm else f"[dim]{cls} {p:.2f}[/]"
+    terminals; an alarm the window placed at no beat (not in Result.located) is yellow and marked ? instead."""
+    if alarm and located:
+        return f"[bold red]{cls} {p:.2f} ![/]"
+    return f"[yellow]{cls} {p:.2f} ?[/]" if alarm else f"[dim]{cls} {p:.2f}[/]"
 
 
 def run_dashboard(

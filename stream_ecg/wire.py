@@ -4,7 +4,7 @@ Every message is one msgpack map ``{"v": WIRE_VERSION, "kind": ..., **fields}``.
 validate themselves when built and ``decode`` builds them through the same constructors, so a
 gateway cannot send what the worker would refuse. Unknown keys are ignored (newer senders within
 one version); missing keys, wrong types and out-of-range values raise ``WireError``, except a
-Result's ``alarms``, added within version 1, which reads as none when a sender omits it.
+Result's ``alarms`` and ``located``, added within version 1, which read as none when a sender omits them.
 """
 
 from __future__ import annotations
@@ -258,6 +258,9 @@ class Result:
     flags: tuple[str, ...] = ()
     timing: dict[str, float] = field(default_factory=dict)
     alarms: tuple[str, ...] = ()  # the classes whose probability reached the model card's threshold in this window
+    # the alarmed classes this window also placed at a beat: its interval rule marked at least one interval of the class
+    # in it (published now, or already by an earlier window). An alarm without one is the window's probability alone.
+    located: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _set(self, "stream_id", _stream_id("result.stream_id", self.stream_id))
@@ -302,6 +305,11 @@ class Result:
             if name not in classes:
                 _fail(f"result.alarms names {name!r}, which is not one of result.classes {list(classes)}")
         _set(self, "alarms", alarms)
+        located = _names("result.located", self.located, MAX_CLASSES, MAX_NAME_LEN)
+        for name in located:
+            if name not in alarms:
+                _fail(f"result.located names {name!r}, which is not one of result.alarms {list(alarms)}")
+        _set(self, "located", located)
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,6 +371,7 @@ def _result_map(r: Result) -> dict[str, Any]:
         "flags": list(r.flags),
         "timing": dict(r.timing),
         "alarms": list(r.alarms),
+        "located": list(r.located),
     }
 
 
@@ -447,6 +456,7 @@ def _result_from(m: dict) -> Result:
         flags=_get(m, "result", "flags"),
         timing=_get(m, "result", "timing"),
         alarms=m.get("alarms", ()),  # optional: senders of wire version 1 before it was added omit it
+        located=m.get("located", ()),  # optional likewise
     )
 
 

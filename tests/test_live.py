@@ -542,7 +542,7 @@ def test_dashboard_shows_every_probability_and_interval_whole_at_80_columns():
     for sid, probs, flags in (("demo-000-208", (0.0, 0.05, 1.0), ()), ("bed-icu-12", (0.99, 0.01, 0.0), ("lead_fallback",))):
         demo = sid.startswith("demo")
         board.update(Result(sid, 3600, 5600, 360.0, 10.0, 15.6, "m", "1", ("normal", "S", "V"), probs,
-                            ivs if demo else (), flags, alarms=("V",) if demo else ()))
+                            ivs if demo else (), flags, alarms=("S", "V") if demo else (), located=("V",) if demo else ()))
     console = Console(width=80, record=True, file=io.StringIO())
     console.print(board.render())
     text = console.export_text()
@@ -550,7 +550,8 @@ def test_dashboard_shows_every_probability_and_interval_whole_at_80_columns():
     for want in ("V 11.1s 0.93", "V 12.2s 0.88", "S 13.6s 0.61", "normal 0.00", "S 0.05", "V 1.00", "normal 0.99",
                  "demo-000-208", "bed-icu-12", "lead_fallback"):
         assert want in text, (want, text)
-    assert "V 1.00 !" in text and "S 0.05 !" not in text and text.count("!") == 1  # marked as the publisher alarmed
+    assert "V 1.00 !" in text and text.count("!") == 1  # marked as the publisher alarmed and placed at a beat
+    assert "S 0.05 ?" in text and text.count("?") == 1  # alarmed, but placed at no beat in this window
 
 
 def _shipped_model() -> Path | None:
@@ -579,9 +580,12 @@ def test_shipped_model_live_intervals_equal_offline_and_cover_the_v_beats(live):
     card = w.card  # each Result names the classes it alarms on: the card's thresholds, and its intervals' classes
     for r in col.results("bed-"):
         assert r.alarms == tuple(c for c in card.abnormal if r.probs[card.classes.index(c)] >= card.thresholds[c])
-        assert {iv.label for iv in r.intervals} <= set(r.alarms)
+        assert {iv.label for iv in r.intervals} <= set(r.located) <= set(r.alarms)  # a fresh mark places its alarm
     assert sum("V" in r.alarms for r in col.results("bed-")) > 10
     off = run_record(load_model(_shipped_model()), load_record("208", excerpt_dir()))
+    ordered = sorted(col.results("bed-"), key=lambda r: r.window_start)  # located alarms live = offline, window for window
+    assert [[c in r.located for c in card.abnormal] for r in ordered] == off.located.tolist()
+    assert 0 < off.located.sum() < len(off.starts) * len(card.abnormal)
     assert sorted((iv.start, iv.end, iv.label) for iv in published) == sorted((iv.start, iv.end, iv.label) for iv in off.intervals)
     tol = int(round(EC57_TOL_S * w.card.fs))
     se = beat_counts(off.beat_samples, off.beat_aami, published, "V", tol).summary()["se"]

@@ -678,3 +678,13 @@ def test_p_wave_leads_mean_reads_every_lead_it_can_judge():
     assert _p_consistency(card("mean"), x, peaks) == pytest.approx(first)
     with pytest.raises(ValueError, match="p_wave_leads"):
         IntervalRule(p_wave_leads="max")
+
+
+def test_located_alarms_are_scored_against_the_windows_holding_the_class():
+    from stream_ecg.scoring import located_metrics
+
+    truth = np.array([True, True, True, False, False])
+    m = located_metrics(truth, np.array([True, False, False, True, False]))
+    assert (m["se"], m["precision"], m["windows"]) == (pytest.approx(1 / 3), 0.5, 2)
+    none = located_metrics(truth, np.zeros(5, bool))
+    assert none["se"] == 0.0 and np.isnan(none["precision"]) and none["windows"] == 0

@@ -137,7 +137,8 @@ def results(draw):
         intervals=tuple(intervals),
         flags=tuple(draw(st.lists(st.sampled_from(["gap", "duplicate", "out_of_order", "resync"]), unique=True))),
         timing=draw(st.dictionaries(names, finite, max_size=4)),
-        alarms=tuple(draw(st.lists(st.sampled_from(classes), unique=True, max_size=len(set(classes))))),
+        alarms=(alarms := tuple(draw(st.lists(st.sampled_from(classes), unique=True, max_size=len(set(classes)))))),
+        located=tuple(a for a in alarms if draw(st.booleans())),
     )
 
 
@@ -336,6 +337,16 @@ def test_alarms_must_name_classes_and_may_be_missing():
     assert decode(pack(m)).alarms == ()
 
 
+
+def test_located_must_be_alarmed_and_may_be_missing():
+    m = as_map(make_result())
+    with pytest.raises(WireError, match=r"result\.located names 'V', which is not one of result\.alarms"):
+        decode(pack(m | {"alarms": [], "located": ["V"]}))
+    assert decode(pack(m | {"alarms": ["V"], "located": ["V"]})).located == ("V",)
+    m.pop("located", None)  # a sender from before the field: nothing located, not an error
+    assert decode(pack(m)).located == ()
+
+
 def test_bad_interval_names_its_index():
     m = as_map(make_result())
     m["intervals"][1]["end"] = m["intervals"][1]["start"]
@@ -390,5 +401,5 @@ def test_fuzz_mutated_fields(msg, data):
     else:
         m[key] = data.draw(msgpack_values)
     out = assert_decodes_or_wire_error(pack(m))
-    if action == "delete" and key != "alarms":  # the one optional key (test_alarms_must_name_classes_and_may_be_missing)
+    if action == "delete" and key not in ("alarms", "located"):  # the optional keys (see their own tests above)
         assert out is None, f"decoded without {key!r}"

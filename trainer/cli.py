@@ -274,7 +274,8 @@ def validate(
             names = [o.name for o in outputs]
             ev = score_records(outputs, scored, margin)
             rows.append({"thresholds": scored.thresholds, "interval_rule": scored.interval_rule.to_dict(), "beat": ev["beat"],
-                         "window": ev["window"], "detection_delay_s": ev["detection_delay_s"],
+                         "window": ev["window"], "window_located": ev["window_located"],
+                         "detection_delay_s": ev["detection_delay_s"],
                          "first_window": ev["first_window"], "unconfirmed": ev["unconfirmed"],
                          "records_unconfirmed": {r["record"]: {c: r[c]["unconfirmed"] for c in scored.abnormal}
                                                  for r in ev["records"]},
