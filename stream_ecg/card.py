@@ -209,6 +209,10 @@ class ModelCard:
             if part.stream_reference not in (None, self.stream_reference):
                 raise CardError(f"class_rules[{label!r}] reads the stream RR reference {part.stream_reference}, the card "
                                 f"{self.stream_reference}: one stream keeps one")
+            if label in self.rhythm_fusion and (part.prematurity_reference, part.stream_reference) != (
+                    self.prematurity_reference, self.stream_reference):
+                raise CardError(f"class_rules[{label!r}] fuses {label}'s probability against another reference than the "
+                                "card, so its intervals would follow alarms other than the published ones")
             own, theirs = self.interval_rule, part.interval_rule
             if theirs.regular_stream > 0 and (own.regular_stream <= 0 or own.regular_context != theirs.regular_context):
                 raise CardError(f"class_rules[{label!r}] reads the stream's irregularity over {theirs.regular_context} "

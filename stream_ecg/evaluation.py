@@ -38,7 +38,7 @@ def score_records(outputs: list[RecordOutput], card: ModelCard, margin: int, ski
     gaps = {c: [np.zeros(0)] for c in card.abnormal}
     truth = {c: [] for c in card.abnormal}
     score = {c: [] for c in card.abnormal}
-    located = {c: [] for c in card.abnormal}  # None once an output has no record of it
+    located = {c: [] for c in card.abnormal} if all(o.located is not None for o in outputs) else {}
     for out in outputs:
         row = {"record": out.name, "lead_fallback": out.lead_fallback}
         alarmed = window_alarms(card, out.probs)
@@ -62,16 +62,16 @@ def score_records(outputs: list[RecordOutput], card: ModelCard, margin: int, ski
             keep = core | ~anywhere
             truth[c].append(core[keep])
             score[c].append(out.probs[keep, card.classes.index(c)])
-            if located[c] is not None:
-                located[c] = None if out.located is None else located[c] + [out.located[keep, j]]
+            if located:
+                located[c].append(out.located[keep, j])
         per_record.append(row)
     window = {}
     for c in card.abnormal:
         t, s = np.concatenate(truth[c]), np.concatenate(score[c])
         window[c] = detection_metrics(t, s, card.thresholds[c])
     # an alarm placed at a beat (Result.located): Se and precision of the windows that alarm and mark the class
-    window_located = {c: located_metrics(np.concatenate(truth[c]), np.concatenate(located[c] or [np.zeros(0, bool)]))
-                      for c in card.abnormal if located[c] is not None}
+    window_located = {c: located_metrics(np.concatenate(truth[c]), np.concatenate([np.zeros(0, bool), *located[c]]))
+                      for c in located}
     beat = {c: gross[c].summary() for c in card.abnormal}
     average = {
         c: {

@@ -13,7 +13,7 @@ from .card import LeadContract
 from .dsp import DspConfig, preprocess, window_input_with_peaks
 from .fusion import infer_windows_raw
 from .infer import InferenceModel
-from .postprocess import (IntervalMerger, LabelledInterval, label_windows, new_recent, new_reference,
+from .postprocess import (IntervalMerger, LabelledInterval, label_windows, located_classes, new_recent, new_reference,
                           stream_irregularity, stream_rr_reference)
 
 
@@ -61,7 +61,7 @@ def run_record(model: InferenceModel, rec: Record, batch: int = 64) -> RecordOut
         raw, p, att = infer_windows_raw(model, x, rr_ref, peaks)
         probs.append(p)
         for start, ivs in zip(s, label_windows(card, model, x, raw, p, att, irregular, rr_ref, peaks)):
-            located.append([any(iv.label == c for iv in ivs) for c in card.abnormal])
+            located.append([c in located_classes(card, ivs) for c in card.abnormal])
             new = merger.add([iv.shift(int(start)) for iv in ivs])
             published.extend(new)
             first_seen.extend([int(start)] * len(new))

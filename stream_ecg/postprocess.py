@@ -93,7 +93,7 @@ def label_intervals(
     wanted = set(card.abnormal if classes is None else classes)
     if rule.regular_stream > 0 and PREMATURE_CLASS in card.abnormal and (irregular is None or len(irregular) != len(x)):
         raise ValueError("interval_rule.regular_stream needs each window's stream irregularity (stream_irregularity)")
-    if stream_reference_of(card) is not None and (rr_reference is None or len(rr_reference) != len(x)):
+    if card.stream_reference is not None and (rr_reference is None or len(rr_reference) != len(x)):
         raise ValueError("a card with a stream RR reference (interval_rule.premature_context, prematurity_reference "
                          "'stream') needs each window's stream RR reference (stream_rr_reference)")
     out: list[list[LabelledInterval]] = [[] for _ in range(len(x))]
@@ -171,6 +171,12 @@ def label_intervals(
     for ivs in out:
         ivs.sort(key=lambda iv: iv.start)
     return out
+
+
+def located_classes(card: ModelCard, intervals: list[LabelledInterval]) -> tuple[str, ...]:
+    """The card's abnormal classes that one window's labelled intervals mark (its alarms placed at a beat: the wire's
+    Result.located); the one definition the publisher and the offline path share."""
+    return tuple(c for c in card.abnormal if any(iv.label == c for iv in intervals))
 
 
 def label_windows(card: ModelCard, model, x: np.ndarray, raw: np.ndarray | None, probs: np.ndarray, attention: np.ndarray,
@@ -258,23 +264,18 @@ def stream_irregularity(card: ModelCard, x: np.ndarray, starts: np.ndarray, rece
                            lambda m: rr_irregularity(m.relative()), peaks)
 
 
-def stream_reference_of(card: ModelCard) -> tuple[int, str] | None:
-    """(span in samples, centre) of the stream RR reference the card reads, or None (`ModelCard.stream_reference`)."""
-    return card.stream_reference
-
-
 def new_reference(card: ModelCard) -> RecentRhythm | None:
     """A fresh stream's RR memory for `stream_rr_reference`, or None when the card reads none."""
-    spec = stream_reference_of(card)
+    spec = card.stream_reference
     return None if spec is None else RecentRhythm(spec[0], card.fs)
 
 
 def stream_rr_reference(card: ModelCard, x: np.ndarray, starts: np.ndarray, memory: RecentRhythm | None,
                         peaks: list[np.ndarray] | None = None) -> np.ndarray | None:
     """Each of one stream's windows (model inputs, in stream order, at absolute `starts`): the stream's reference RR
-    the card reads (`stream_reference_of`; samples, NaN while too few RRs are held), `memory` updated as it goes; None
+    the card reads (`ModelCard.stream_reference`; samples, NaN while too few RRs are held), `memory` updated as it goes; None
     without `memory`. What the premature rule, and a "stream" card's fusion, judge a beat early against."""
-    spec = stream_reference_of(card)
+    spec = card.stream_reference
     if memory is None or spec is None:
         return None
     return stream_references(np.asarray(x)[:, 0], starts, card.fs, card.dsp.peak_detector, memory, spec[1], peaks)

@@ -17,7 +17,7 @@ import zmq
 
 from .batcher import Inferred
 from .card import ModelCard
-from .postprocess import IntervalMerger, window_alarms
+from .postprocess import IntervalMerger, located_classes, window_alarms
 from .wire import Interval, Result, Status, WireError, encode
 
 __all__ = ["Publisher", "alarms", "build_result"]
@@ -50,8 +50,8 @@ def build_result(card: ModelCard, item: Inferred, merger: IntervalMerger, publis
         intervals=tuple(Interval(iv.start, iv.end, iv.label, iv.score) for iv in fresh),
         flags=w.flags,
         timing=timing,
-        alarms=(alarmed := alarms(card, item.probs)),
-        located=tuple(c for c in alarmed if any(iv.label == c for iv in item.intervals)),
+        alarms=alarms(card, item.probs),
+        located=located_classes(card, item.intervals),  # labelled intervals come only from alarmed classes
     )
 
 

@@ -398,6 +398,7 @@ def test_class_rules_are_refused_when_the_card_cannot_serve_them(fused_model_dir
     for bad, why in (({"N": {"interval_rule": rule}}, "abnormal"),
                      ({"S": {"thresholds": {"S": 0.5}}}, "only"),
                      ({"S": {"prematurity_reference": "stream"}}, "stream RR reference"),
+                     ({"S": {"prematurity_reference": "mean"}}, "published"),
                      ({"S": {"interval_rule": {**rule, "confirm": 2}}}, "one merger"),
                      ({"S": {"interval_rule": {**rule, "regular_stream": 0.1}}}, "irregularity")):
         with pytest.raises(CardError, match=why):

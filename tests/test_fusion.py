@@ -194,11 +194,10 @@ def test_a_stream_card_fuses_with_each_windows_reference_and_needs_it(tiny_model
     stream = Plain(card)
     infer_windows(stream, _run_of_tachycardia(), np.array([400.0]))
     np.testing.assert_array_equal(stream.seen[0], [400.0])
-    from stream_ecg.postprocess import stream_reference_of
 
-    assert stream_reference_of(card) == (108000, "median")
+    assert card.stream_reference == (108000, "median")
     mean = ModelCard.from_dict({**card.raw, "prematurity_centre": "mean"})
-    assert stream_reference_of(mean) == (108000, "mean")
+    assert mean.stream_reference == (108000, "mean")
     with pytest.raises(CardError, match="prematurity_centre"):
         ModelCard.from_dict({**card.raw, "prematurity_centre": "mode"})
     with pytest.raises(CardError, match="stream"):  # one stream reference serves the fusion and the rule

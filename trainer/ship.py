@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stream_ecg.card import CARD_FILE, ModelCard
+from stream_ecg.card import CARD_FILE, CLASS_RULE_KEYS, ModelCard
 from stream_ecg.data import excerpt_dir, load_record
 from stream_ecg.data.mitdb import DS1, DS2
 from stream_ecg.dsp import DspConfig
@@ -441,8 +441,7 @@ def _with_class_rule(card: dict, label: str, other: Path) -> None:
     if theirs.files != card["files"]:
         raise ValueError(f"{other} ships other model files than the card: class_rules re-label one network's outputs")
     card.setdefault("class_rules", {})[label] = {
-        "interval_rule": theirs.interval_rule.to_dict(), "prematurity_reference": theirs.prematurity_reference,
-        "prematurity_context": theirs.prematurity_context, "prematurity_centre": theirs.prematurity_centre}
+        k: theirs.interval_rule.to_dict() if k == "interval_rule" else getattr(theirs, k) for k in CLASS_RULE_KEYS}
     card.setdefault("class_rules_from", {})[label] = {"name": theirs.name, "version": theirs.version}
 
 
