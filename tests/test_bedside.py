@@ -33,6 +33,22 @@ def test_balanced_sampling_gives_each_group_a_third():
     assert np.isclose(p[:5].sum(), 1 / 3) and np.isclose(p[5:25].sum(), 1 / 3) and np.isclose(p[25:].sum(), 1 / 3)
 
 
+def test_record_balance_evens_records_within_each_group_and_keeps_the_thirds():
+    y = np.zeros((100, 2), np.float32)
+    y[:40, 0] = 1  # S windows: 36 from record a, 4 from record b
+    record = np.array(["a"] * 36 + ["b"] * 4 + ["a"] * 30 + ["b"] * 30)
+    as_drawn = balanced_p(y, record, 0.0)
+    np.testing.assert_allclose(as_drawn, balanced_p(y))
+    even = balanced_p(y, record, 1.0)
+    assert np.isclose(even[:36].sum(), even[36:40].sum())  # each S record a sixth
+    half = balanced_p(y, record, 0.5)
+    assert np.isclose(half[:36].sum() / half[36:40].sum(), 3.0)  # sqrt(36) : sqrt(4)
+    for p in (even, half):
+        assert np.isclose(p[:40].sum(), 0.5) and np.isclose(p[40:].sum(), 0.5)  # no V windows: S and the rest halve it
+    with pytest.raises(ValueError, match="record"):
+        balanced_p(y, None, 0.5)
+
+
 def test_augment_keeps_shape_and_normalisation():
     x = np.random.default_rng(0).normal(size=(4, 1, 2000)).astype(np.float32)
     out = augment(x, np.random.default_rng(1))

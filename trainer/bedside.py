@@ -65,6 +65,10 @@ class BedsideConfig:
     lead_dropout: float = 0.0  # share of training windows whose ECG leads are zeroed, the derived channels kept
     stretch: tuple[float, ...] = ()  # per factor, DS1 replayed that many times slower as extra training windows
     stretch_hop: int = 720  # hop of the stretched copies' windows (training only, never validation)
+    # > 0: within each third of an epoch (S, V, the rest) a record's share goes as its window count to the power
+    # 1 - record_balance instead of the count itself (0: as drawn, 1: every record alike), so a few records' ectopy
+    # (209's S windows) does not make up most of what the network learns of a class (balanced_p)
+    record_balance: float = 0.0
 
     @property
     def lead_contract(self) -> LeadContract:
@@ -89,6 +93,8 @@ class BedsideConfig:
                       "leads": tuple(d.get("leads", ("MLII",))), "stretch": tuple(d.get("stretch", ()))})
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.record_balance <= 1.0:
+            raise ValueError(f"record_balance={self.record_balance} must lie in [0, 1]")
         if any(not 0.5 <= f <= 2.0 or f == 1.0 for f in self.stretch) or self.stretch_hop < 1:
             raise ValueError(f"stretch factors must lie in [0.5, 2] and differ from 1, got {self.stretch}; stretch_hop >= 1")
 
@@ -190,9 +196,23 @@ def split(ds1: WindowSet, held_out: tuple[str, ...], hop: int) -> tuple[WindowSe
     return select(ds1, ~out), select(ds1, out & (ds1.start % hop == 0) & (ds1.stretch == 1.0))
 
 
-def balanced_p(y: np.ndarray) -> np.ndarray:
-    """Sampling probabilities giving S windows, V windows and the rest a third of each epoch each."""
+def balanced_p(y: np.ndarray, record: np.ndarray | None = None, record_balance: float = 0.0) -> np.ndarray:
+    """Sampling probabilities giving S windows, V windows and the rest a third of each epoch each. With
+    `record_balance` > 0 (and each window's `record`), a record's share of its group's third goes as n ** (1 -
+    record_balance) for its n windows in that group, spread evenly over them."""
     groups = np.where(y[:, 0] > 0, 0, np.where(y[:, 1] > 0, 1, 2))
+    if record_balance > 0:
+        if record is None:
+            raise ValueError("record_balance needs each window's record")
+        _, cell = np.unique(np.stack([groups.astype(str), np.asarray(record).astype(str)]), axis=1, return_inverse=True)
+        cell = cell.ravel()
+        n_cell = np.bincount(cell).astype(float)
+        share = n_cell ** (1.0 - record_balance)  # the cell's weight within its group
+        group_of_cell = np.zeros(len(n_cell), dtype=int)
+        group_of_cell[cell] = groups
+        share = share / np.bincount(group_of_cell, weights=share, minlength=3)[group_of_cell]
+        p = share[cell] / n_cell[cell]
+        return p / p.sum()
     counts = np.bincount(groups, minlength=3).astype(float)
     p = 1.0 / np.maximum(counts[groups], 1)
     return p / p.sum()
@@ -342,7 +362,8 @@ def train_member(cfg: BedsideConfig, train_cfg, mcfg, ds1: WindowSet, held_out: 
         mcfg, dataclasses.replace(train_cfg, seed=seed), (train.x, train.y), (val.x, val.y),
         augment=functools.partial(augment, leads=len(cfg.leads), eps=cfg.dsp.norm_eps, missing_p=cfg.missing_p,
                                   lead_dropout=cfg.lead_dropout), desc=f"bedside seed {seed}",
-        objective=MultiLabelObjective(train.y, train.w, val.y, val.w), sample_p=balanced_p(train.y), epoch_size=epoch_size,
+        objective=MultiLabelObjective(train.y, train.w, val.y, val.w), sample_p=balanced_p(train.y, train.record, cfg.record_balance),
+        epoch_size=epoch_size,
         teacher=teacher, distill=distill,
     )
     return result, val

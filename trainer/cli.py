@@ -55,6 +55,8 @@ def train(
                                        "are zeroed, the rhythm and residual channels kept (training only)."),
     folds: bool = typer.Option(False, help="bedside: cross-fit one member per DS1 record fold (trainer.bedside.FOLDS); "
                                "thresholds from the pooled out-of-fold scores of all DS1 records."),
+    record_balance: float = typer.Option(0.0, min=0.0, max=1.0, help="bedside: within each class's third of an epoch, "
+                                         "a record's share goes as its window count ** (1 - this); 0 = as drawn."),
     stretch: str = typer.Option("", help="bedside: comma-separated factors, e.g. 0.9,1.1: DS1 also replayed that many "
                                 "times slower (time stretch), as extra training windows (never validation)."),
 ) -> None:
@@ -75,7 +77,7 @@ def train(
             raise typer.BadParameter(str(exc)) from exc
         cfg = BedsideConfig(dsp=dsp, model={**BEDSIDE_MODEL, "pool_kernel": kernel, **json.loads(model)},
                             folds=FOLDS if folds else (), leads=_lead_slots(leads), lead_dropout=lead_dropout,
-                            stretch=tuple(float(v) for v in stretch.split(",") if v))
+                            record_balance=record_balance, stretch=tuple(float(v) for v in stretch.split(",") if v))
         report = train_bedside(cfg, tcfg, out, data, epoch_size=epoch_size, seeds=tuple(int(v) for v in seeds.split(",") if v),
                                teacher=teacher, distill=distill)
     elif task == "paper":
