@@ -302,6 +302,18 @@ def test_a_premature_interval_rule_states_its_limit_once(tiny_model_dir, tmp_pat
         recard(tiny_model_dir, tmp_path / "never", "x", "0", "", {"premature": 0.1}, evaluate=False)
 
 
+def test_the_default_cards_limits_name_the_leads_its_p_wave_gate_reads():
+    """What a reader of the shipped card is told about the P-wave gate matches what the gate reads."""
+    from trainer.ship import P_WAVE_LIMITS, P_WAVE_LIMITS_FIRST_LEAD
+
+    card = json.loads((default_model_dir() / "card.json").read_text())
+    if card["interval_rule"].get("min_p_consistency", 0) <= 0:
+        pytest.skip("the default card has no P-wave gate")
+    first = card["interval_rule"].get("p_wave_leads", "first") == "first"
+    assert (P_WAVE_LIMITS_FIRST_LEAD if first else P_WAVE_LIMITS) in card["limits"]
+    assert (P_WAVE_LIMITS if first else P_WAVE_LIMITS_FIRST_LEAD) not in card["limits"]
+
+
 def test_a_stream_reference_replaces_the_window_median_sentence():
     from stream_ecg.intervals import IntervalRule
     from trainer.ship import PREMATURE_CONTEXT_LIMITS, PREMATURE_LIMITS, REGULAR_LIMITS, rule_limits
