@@ -48,6 +48,13 @@ class Metrics:
         self.windows = Counter("stream_ecg_windows", "Windows cut from streams and queued for inference.", registry=r)
         self.results = Counter("stream_ecg_results", "Results published.", registry=r)
         self.intervals = Counter("stream_ecg_intervals", "Abnormal-beat intervals published, by label.", ["label"], registry=r)
+        self.alarms = Counter(
+            "stream_ecg_alarms",
+            "Published windows alarming for a class, by label and by located: whether the window also marked a beat of "
+            "that class (Result.located); a located alarm is the one to page on (deploy/README.md).",
+            ["label", "located"],
+            registry=r,
+        )
         self.intervals_unconfirmed = Counter(
             "stream_ecg_intervals_unconfirmed",
             "Intervals withheld because fewer windows lit them than the card's interval_rule.confirm asks, by label "

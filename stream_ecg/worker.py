@@ -251,6 +251,8 @@ class Worker:
                 m.latency.observe(max(0.0, result.timing["published"] - result.timing["received"]))
                 for iv in result.intervals:
                     m.intervals.labels(iv.label).inc()
+                for c in result.alarms:
+                    m.alarms.labels(c, "true" if c in result.located else "false").inc()
 
     def _housekeeping(self, now: float) -> None:
         for sid in self.table.evict_idle(now):

@@ -582,6 +582,16 @@ def test_shipped_model_live_intervals_equal_offline_and_cover_the_v_beats(live):
         assert r.alarms == tuple(c for c in card.abnormal if r.probs[card.classes.index(c)] >= card.thresholds[c])
         assert {iv.label for iv in r.intervals} <= set(r.located) <= set(r.alarms)  # a fresh mark places its alarm
     assert sum("V" in r.alarms for r in col.results("bed-")) > 10
+    # every alarm counted once on the real scrape, located or bare, as the Results say
+    expected = {(c, flag): sum((c in r.located) == (flag == "true") and c in r.alarms for r in col.results("bed-"))
+                for c in card.abnormal for flag in ("true", "false")}
+    assert expected[("V", "true")] > 0
+
+    def counted() -> dict:
+        text = scrape(w.metrics_port)
+        return {(c, f): sample(text, "stream_ecg_alarms_total", f'{{label="{c}",located="{f}"}}') for c, f in expected}
+
+    assert col.wait_for(lambda: counted() == expected), (counted(), expected)
     off = run_record(load_model(_shipped_model()), load_record("208", excerpt_dir()))
     ordered = sorted(col.results("bed-"), key=lambda r: r.window_start)  # located alarms live = offline, window for window
     assert [[c in r.located for c in card.abnormal] for r in ordered] == off.located.tolist()
