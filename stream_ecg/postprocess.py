@@ -190,12 +190,12 @@ def label_windows(card: ModelCard, model, x: np.ndarray, raw: np.ndarray | None,
     own = tuple(c for c in card.abnormal if c not in card.class_rules)
     if not card.class_rules:
         return label_intervals(card, model.infer, x, probs, attention, classes=own, **kw)
-    # every rule re-runs the same occluded windows (one attention map, one candidate set): each runs through the
-    # network once
     check_labels(model)
     if raw is None:
         raise ValueError(f"{card.name} labels classes under their own rules (class_rules): it needs the network's raw "
                          "outputs (fusion.infer_windows_raw)")
+    # every rule re-runs the same occluded windows (one attention map, one candidate set): each runs through the
+    # network once
     raw_infer = _RawMemo(model.infer_raw if card.rhythm_fusion else model.infer)
     out = [[] for _ in x]
     parts = [(card, own, probs)] + [(rules, (c,), fuse(rules, x, raw, rr_reference if stream_fused(rules) else None, peaks))
